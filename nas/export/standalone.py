@@ -1,1 +1,177 @@
-def export_sub_network(*a, **k): raise NotImplementedError
+"""Export a sub-network as a standalone Hugging Face model folder.
+
+Uniform sub-networks (one MLP width and head count for all kept layers) are saved as the model's own
+architecture. Heterogeneous ones are saved as `NasLlamaForCausalLM`, whose two small source files are
+written into the folder (`auto_map`), so `AutoModelForCausalLM.from_pretrained(folder,
+trust_remote_code=True)` loads them without this project installed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from transformers import LlamaConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from nas.errors import UnsupportedModelError
+from nas.export.remote_code.configuration_nas_llama import NasLlamaConfig
+from nas.supernet.elastic_model import ELASTIC_CLASSES, is_elastic
+from nas.supernet.subnetwork import ModelShape, SubNetwork
+
+log = logging.getLogger(__name__)
+
+REMOTE_CODE_DIR = Path(__file__).parent / "remote_code"
+REMOTE_CODE_FILES = ("configuration_nas_llama.py", "modeling_nas_llama.py")
+_LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+# Config attributes that only make sense inside this project.
+_PROJECT_ONLY_CONFIG_KEYS = ("nas_layer_order",)
+
+
+def _slice_rules(shape: ModelShape, sub: SubNetwork, position: int) -> dict[str, tuple[int, int | None]]:
+    """(rows, columns) kept of each parameter of one kept layer; columns None for vectors."""
+    d, hd = sub.hidden_size, shape.head_dim
+    q = sub.num_heads[position] * hd
+    kv = sub.num_heads[position] // shape.group_size * hd
+    m = sub.mlp_sizes[position]
+    return {
+        "self_attn.q_proj": (q, d),
+        "self_attn.k_proj": (kv, d),
+        "self_attn.v_proj": (kv, d),
+        "self_attn.o_proj": (d, q),
+        "mlp.gate_proj": (m, d),
+        "mlp.up_proj": (m, d),
+        "mlp.down_proj": (d, m),
+        "input_layernorm": (d, None),
+        "post_attention_layernorm": (d, None),
+    }
+
+
+def _take(tensor: torch.Tensor, rows: int, cols: int | None) -> torch.Tensor:
+    sliced = tensor[:rows] if tensor.dim() == 1 or cols is None else tensor[:rows, :cols]
+    return sliced.detach().to("cpu").clone().contiguous()
+
+
+def extract_state_dict(model: PreTrainedModel, sub: SubNetwork) -> dict[str, torch.Tensor]:
+    """The sub-network's own weights (copies), under the names of a standalone model of its shape."""
+    shape: ModelShape = model.shape  # type: ignore[attr-defined]
+    position_of = {layer: pos for pos, layer in enumerate(sub.layers)}
+    d = sub.hidden_size
+    tied = shape.tie_word_embeddings
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        match = _LAYER_KEY.match(name)
+        if match:
+            layer, rest = int(match.group(1)), match.group(2)
+            if layer not in position_of:
+                continue  # a dropped layer
+            position = position_of[layer]
+            module, _, kind = rest.rpartition(".")
+            rules = _slice_rules(shape, sub, position)
+            if module not in rules:
+                raise UnsupportedModelError(f"Do not know how to slice parameter {name!r} for export.")
+            rows, cols = rules[module]
+            out[f"model.layers.{position}.{rest}"] = _take(tensor, rows, None if kind == "bias" else cols)
+        elif name == "model.embed_tokens.weight":
+            out[name] = _take(tensor, tensor.shape[0], d)
+        elif name == "model.norm.weight":
+            out[name] = _take(tensor, d, None)
+        elif name == "lm_head.weight":
+            if not tied:
+                out[name] = _take(tensor, tensor.shape[0], d)
+        else:
+            raise UnsupportedModelError(f"Do not know how to slice parameter {name!r} for export.")
+    return out
+
+
+def standalone_config(model: PreTrainedModel, sub: SubNetwork) -> PretrainedConfig:
+    """The config of a standalone model of `sub`'s shape (own architecture when uniform)."""
+    shape: ModelShape = model.shape  # type: ignore[attr-defined]
+    base = dict(model.config.to_dict())
+    for key in (*_PROJECT_ONLY_CONFIG_KEYS, "architectures", "auto_map", "model_type", "transformers_version"):
+        base.pop(key, None)
+    kv_heads = sub.num_kv_heads(shape)
+    base.update(
+        num_hidden_layers=sub.num_layers,
+        hidden_size=sub.hidden_size,
+        head_dim=shape.head_dim,  # explicit: heads and hidden size no longer determine it
+        intermediate_size=max(sub.mlp_sizes),
+        num_attention_heads=max(sub.num_heads),
+        num_key_value_heads=max(kv_heads),
+    )
+    base_class = next(cls for cls in ELASTIC_CLASSES if isinstance(model, cls))
+    if sub.is_uniform:
+        config = type(model.config)(**base)
+        config.architectures = [base_class.__name__]
+        return config
+    if not isinstance(model.config, LlamaConfig) or type(model.config) is not LlamaConfig:
+        raise UnsupportedModelError(
+            f"Heterogeneous (per-layer) export supports Llama models; {base_class.__name__} sub-networks must be "
+            "uniform (one MLP width and head count for all kept layers)."
+        )
+    config = NasLlamaConfig(
+        layer_intermediate_sizes=list(sub.mlp_sizes),
+        layer_num_attention_heads=list(sub.num_heads),
+        layer_num_key_value_heads=list(kv_heads),
+        **base,
+    )
+    config.architectures = ["NasLlamaForCausalLM"]
+    config.auto_map = {
+        "AutoConfig": "configuration_nas_llama.NasLlamaConfig",
+        "AutoModelForCausalLM": "modeling_nas_llama.NasLlamaForCausalLM",
+    }
+    return config
+
+
+def export_sub_network(
+    model: PreTrainedModel,
+    sub: SubNetwork,
+    out_dir: str | Path,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    dtype: torch.dtype | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write `sub` as a model folder that `AutoModelForCausalLM.from_pretrained` loads.
+
+    Args:
+        model: the elastic super-network (from `load_model`).
+        sub: the sub-network to export; validated against the model first.
+        out_dir: the folder to create (an existing export there is replaced).
+        tokenizer: saved alongside when given.
+        dtype: weights' dtype on disk; the model's own by default.
+        metadata: extra JSON-serialisable facts stored in `subnetwork.json` (e.g. measured metrics).
+
+    Returns:
+        The folder's path.
+    """
+    if not is_elastic(model):
+        raise UnsupportedModelError("export_sub_network needs the elastic model returned by nas.load_model.")
+    sub.validate(model.shape)  # type: ignore[attr-defined]
+    config = standalone_config(model, sub)
+    weights = extract_state_dict(model, sub)
+    if dtype is not None:
+        weights = {k: v.to(dtype) for k, v in weights.items()}
+        config.dtype = str(dtype).removeprefix("torch.")
+
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    config.save_pretrained(out)
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(out)
+    if not sub.is_uniform:
+        for name in REMOTE_CODE_FILES:
+            shutil.copy(REMOTE_CODE_DIR / name, out / name)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    record = {"sub_network": sub.to_dict(), "uniform": sub.is_uniform, **(metadata or {})}
+    (out / "subnetwork.json").write_text(json.dumps(record, indent=2) + "\n")
+    log.info("Exported %s to %s", sub.describe(), out)
+    return out

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from nas.errors import ModelLoadError
+from nas.instantiate import instantiate
 from nas.models.pretrained import from_pretrained
 
 MODEL_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"

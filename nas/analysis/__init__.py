@@ -1,0 +1,1 @@
+"""Reports on evaluated sub-networks: tables, CSV/JSON files (and, later, plots)."""

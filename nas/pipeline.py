@@ -1,0 +1,109 @@
+"""`python -m nas.pipeline`: load a model, summarise its search space, score sub-networks, export one.
+
+Scores the full model, the space's largest and smallest sub-networks and `subnets.n_random` seeded
+random ones by perplexity (WikiText-2 by default) with their size and FLOPs, prints a table, writes
+`results.json` and `results.csv`, and exports `export.subnet` to `<run dir>/export/`. Everything
+goes under the Hydra run directory, `multirun_outputs/<name>/<time>/`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from nas.analysis.tables import Column, format_table, write_csv, write_json
+from nas.errors import NASError
+from nas.evaluation.scoring import score_sub_networks
+from nas.export.standalone import export_sub_network
+from nas.supernet.search_space import SearchSpace
+from nas.supernet.selection import check_spec, select_sub_network
+
+log = logging.getLogger(__name__)
+
+TABLE = (
+    Column("name", "sub-network"),
+    Column("description", "description"),
+    Column("layers", "layers"),
+    Column("params", "params", ","),
+    Column("size_gb_fp16", "GB fp16", ".3f"),
+    Column("gflops_per_token", "GFLOPs/tok", ".3f"),
+    Column("perplexity", "perplexity", ".3f"),
+)
+
+
+def sub_network_specs(subnets: DictConfig) -> list[str]:
+    """The named specs, then `random:<seed>` for `n_random` consecutive seeds; all checked for form."""
+    if subnets.n_random < 0:
+        raise NASError(f"subnets.n_random={subnets.n_random}: use 0 or more.")
+    specs = [*subnets.names, *(f"random:{subnets.seed + i}" for i in range(subnets.n_random))]
+    if not specs:
+        raise NASError("Nothing to score: set subnets.names (e.g. [full,smallest]) or subnets.n_random > 0.")
+    return [check_spec(s) for s in specs]
+
+
+def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
+    """The whole job; returns what it writes to `output_dir/results.json`."""
+    output_dir = Path(output_dir)
+    # Cheap checks first, so a typo fails before the model loads.
+    specs = sub_network_specs(cfg.subnets)
+    export_spec = check_spec(cfg.export.subnet) if cfg.export.subnet is not None else None
+    evaluator = instantiate(cfg.perplexity)
+
+    model, tokenizer = instantiate(cfg.model)
+    space = SearchSpace.from_config(OmegaConf.to_container(cfg.search_space, resolve=True), model.config)
+    log.info("\n%s", space.summary())
+
+    named = [(spec, select_sub_network(spec, space)) for spec in specs]
+    log.info("Perplexity on %s (seq_len %d, max_tokens %s)", evaluator.path, evaluator.seq_len, evaluator.max_tokens)
+    rows = score_sub_networks(model, tokenizer, named, evaluator, evaluator.seq_len)
+    log.info("\n%s", format_table(rows, TABLE))
+
+    results: dict[str, Any] = {
+        "search_space": space.name,
+        "space_size": space.size(),
+        "perplexity": {"text": str(evaluator.path), "seq_len": evaluator.seq_len, "max_tokens": evaluator.max_tokens},
+        "rows": rows,
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, output_dir / "results.csv")
+    write_json(results, output_dir / "results.json")
+    if export_spec is not None:
+        sub = select_sub_network(export_spec, space)
+        folder = export_sub_network(model, sub, output_dir / "export", tokenizer=tokenizer)
+        log.info("Exported %s (%s) to %s", export_spec, sub.describe(), folder)
+        results["export"] = {"subnet": export_spec, "subnetwork": sub.to_dict(), "dir": str(folder)}
+        write_json(results, output_dir / "results.json")
+    log.info("Results in %s", output_dir)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
+def main(cfg: DictConfig) -> None:
+    try:
+        run_pipeline(cfg, HydraConfig.get().runtime.output_dir)
+    except Exception as exc:
+        # Our own errors (also when hydra.utils.instantiate wraps them) end the run with their one
+        # clear message, not a traceback from deep inside a library.
+        cause = _nas_error(exc)
+        if cause is None:
+            raise
+        raise SystemExit(f"Error: {cause}") from None
+
+
+def _nas_error(exc: BaseException | None) -> NASError | None:
+    """The `NASError` behind `exc`, following `raise ... from` links."""
+    while exc is not None:
+        if isinstance(exc, NASError):
+            return exc
+        exc = exc.__cause__
+    return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny random Llama models (fast) and the embedded SmolLM2-135M (slow)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Two threads at most: the machine has two cores, and more only adds contention.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """(elastic model, tokenizer): 4 layers, hidden 64, 4 heads in 2 KV groups, tied embeddings."""
+    from nas import load_model
+
+    return load_model("tiny_llama")
+
+
+@pytest.fixture(scope="module")
+def tiny_untied():
+    from nas import load_model
+
+    return load_model("tiny_llama", tie_word_embeddings=False, seed=1)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded default model (converted from GGUF once, then cached)."""
+    from nas import load_model
+
+    return load_model("smollm2_135m")
+
+
+@pytest.fixture()
+def tiny_inputs(tiny):
+    _, tokenizer = tiny
+    texts = ["The quick brown fox jumps over the lazy dog.", "Sub-networks share weights!"]
+    return tokenizer(texts, return_tensors="pt", padding=True)

@@ -1,0 +1,65 @@
+"""Model loading: named configs, folders, and clear errors for bad names or folders."""
+
+from __future__ import annotations
+
+import pytest
+
+from nas import load_model
+from nas.errors import ModelLoadError
+from nas.models import available_models
+
+
+def test_available_models_lists_the_shipped_configs():
+    assert {"tiny_llama", "smollm2_135m", "smollm2_135m_hub", "llama2_7b", "llama3_1_8b"} <= set(available_models())
+
+
+def test_unknown_model_lists_the_available_ones():
+    with pytest.raises(ModelLoadError, match=r"Unknown model 'gpt5'.*tiny_llama"):
+        load_model("gpt5")
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(ModelLoadError, match=f"No model at {tmp_path / 'nowhere'}"):
+        load_model(str(tmp_path / "nowhere"))
+
+
+def test_corrupt_folder_is_named(tiny, tmp_path):
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadError, match="corrupt or incomplete"):
+        load_model(str(tmp_path))
+
+
+def test_saved_super_network_reloads_as_plain_llama(tiny, tmp_path):
+    import json
+
+    import torch
+
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+    reloaded, _ = load_model(str(tmp_path))
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, model(ids).logits)
+
+
+def test_device_and_dtype_from_config():
+    model, _ = load_model("tiny_llama", dtype="bfloat16")
+    assert next(model.parameters()).dtype.is_floating_point
+    assert str(next(model.parameters()).dtype) == "torch.bfloat16"
+    with pytest.raises(ModelLoadError, match="Unknown dtype 'float8'"):
+        load_model("tiny_llama", dtype="float8")
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_loads_with_its_real_shape(smollm2):
+    model, tokenizer = smollm2
+    shape = model.shape
+    assert (shape.num_layers, shape.hidden_size, shape.intermediate_size) == (30, 576, 1536)
+    assert (shape.num_heads, shape.num_kv_heads, shape.tie_word_embeddings) == (9, 3, True)
+    assert model.num_parameters() == 134_515_008
+    assert tokenizer("Hello").input_ids
