@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nas.analysis.tables import Column, format_table, write_csv, write_json
+from nas.cli import exit_on_nas_error
 from nas.errors import NASError
-from nas.evaluation.scoring import score_sub_networks
+from nas.evaluation.scoring import cost_row, score_sub_networks
 from nas.export.standalone import export_sub_network
+from nas.instantiate import instantiate
 from nas.supernet.search_space import SearchSpace
 from nas.supernet.selection import check_spec, select_sub_network
+from nas.supernet.subnetwork import SubNetwork
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ TABLE = (
     Column("gflops_per_token", "GFLOPs/tok", ".3f"),
     Column("perplexity", "perplexity", ".3f"),
 )
+METRIC_KEYS = ("params", "non_embedding_params", "size_gb_fp16", "gflops_per_token")
 
 
 def sub_network_specs(subnets: DictConfig) -> list[str]:
@@ -47,6 +50,17 @@ def sub_network_specs(subnets: DictConfig) -> list[str]:
     return [check_spec(s) for s in specs]
 
 
+def export_metadata(
+    spec: str, sub: SubNetwork, rows: list[dict[str, Any]], perplexity_setup: dict[str, Any], cost: dict[str, Any]
+) -> dict[str, Any]:
+    """What the export's `subnetwork.json` records: how it was chosen, its cost, and its perplexity if scored."""
+    scored = next((r for r in rows if r["subnetwork"] == sub.to_dict()), None)
+    metadata: dict[str, Any] = {"selected_as": spec, **{k: cost[k] for k in METRIC_KEYS}}
+    if scored is not None:
+        metadata["perplexity"] = {"value": scored["perplexity"], "tokens": scored["tokens"], **perplexity_setup}
+    return metadata
+
+
 def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """The whole job; returns what it writes to `output_dir/results.json`."""
     output_dir = Path(output_dir)
@@ -56,7 +70,8 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     evaluator = instantiate(cfg.perplexity)
 
     model, tokenizer = instantiate(cfg.model)
-    space = SearchSpace.from_config(OmegaConf.to_container(cfg.search_space, resolve=True), model.config)
+    space_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.search_space, resolve=True))
+    space = SearchSpace.from_config(space_cfg, model.config)
     log.info("\n%s", space.summary())
 
     named = [(spec, select_sub_network(spec, space)) for spec in specs]
@@ -75,7 +90,10 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     write_json(results, output_dir / "results.json")
     if export_spec is not None:
         sub = select_sub_network(export_spec, space)
-        folder = export_sub_network(model, sub, output_dir / "export", tokenizer=tokenizer)
+        metadata = export_metadata(
+            export_spec, sub, rows, results["perplexity"], cost_row(export_spec, sub, model.shape, evaluator.seq_len)
+        )
+        folder = export_sub_network(model, sub, output_dir / "export", tokenizer=tokenizer, metadata=metadata)
         log.info("Exported %s (%s) to %s", export_spec, sub.describe(), folder)
         results["export"] = {"subnet": export_spec, "subnetwork": sub.to_dict(), "dir": str(folder)}
         write_json(results, output_dir / "results.json")
@@ -85,24 +103,8 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_nas_error():
         run_pipeline(cfg, HydraConfig.get().runtime.output_dir)
-    except Exception as exc:
-        # Our own errors (also when hydra.utils.instantiate wraps them) end the run with their one
-        # clear message, not a traceback from deep inside a library.
-        cause = _nas_error(exc)
-        if cause is None:
-            raise
-        raise SystemExit(f"Error: {cause}") from None
-
-
-def _nas_error(exc: BaseException | None) -> NASError | None:
-    """The `NASError` behind `exc`, following `raise ... from` links."""
-    while exc is not None:
-        if isinstance(exc, NASError):
-            return exc
-        exc = exc.__cause__
-    return None
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ def test_sub_network_changes_the_output_and_context_restores(tiny, tiny_inputs):
 def test_dropped_layers_are_not_run(tiny, tiny_inputs):
     model, _ = tiny
     calls: list[int] = []
-    hooks = [layer.register_forward_hook(lambda m, i, o, k=k: calls.append(k)) for k, layer in enumerate(model.model.layers)]
+    hooks = [
+        layer.register_forward_hook(lambda m, i, o, k=k: calls.append(k)) for k, layer in enumerate(model.model.layers)
+    ]
     try:
         with torch.no_grad(), model.sub_network(HETERO):
             model(**tiny_inputs)

@@ -45,7 +45,11 @@ def load_in_clean_process(folder: Path, ids: torch.Tensor, tmp_path: Path) -> di
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "hf_modules"), "HF_HUB_OFFLINE": "1"}
     subprocess.run(
         [sys.executable, "-c", LOAD_WITHOUT_PROJECT, str(folder), str(tmp_path / "ids.pt"), str(tmp_path / "out.pt")],
-        check=True, env=env, cwd=tmp_path, capture_output=True, text=True,
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     return torch.load(tmp_path / "out.pt")
 
@@ -75,7 +79,9 @@ def test_export_of_untied_model(tiny_untied, tmp_path):
     ids = tokenizer(["untied heads export too"], return_tensors="pt").input_ids
     with torch.no_grad(), model.sub_network(HETERO):
         live = model(ids).logits
-    loaded = load_in_clean_process(export_sub_network(model, HETERO, tmp_path / "e", tokenizer=tokenizer), ids, tmp_path)
+    loaded = load_in_clean_process(
+        export_sub_network(model, HETERO, tmp_path / "e", tokenizer=tokenizer), ids, tmp_path
+    )
     assert (loaded["logits"] - live).abs().max().item() <= 1e-4
     assert loaded["params"] == sub_network_cost(model.shape, HETERO).params
 

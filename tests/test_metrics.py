@@ -13,8 +13,15 @@ from nas.supernet.metrics import flops_per_token
 @pytest.mark.parametrize("bias", [False, True])
 def test_full_param_count_equals_hugging_face(tied, bias):
     config = LlamaConfig(
-        num_hidden_layers=3, hidden_size=48, intermediate_size=80, num_attention_heads=6, num_key_value_heads=2,
-        vocab_size=100, tie_word_embeddings=tied, attention_bias=bias, mlp_bias=bias,
+        num_hidden_layers=3,
+        hidden_size=48,
+        intermediate_size=80,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        vocab_size=100,
+        tie_word_embeddings=tied,
+        attention_bias=bias,
+        mlp_bias=bias,
     )
     shape = ModelShape.from_config(config)
     cost = sub_network_cost(shape, SubNetwork.full(shape))
@@ -23,8 +30,9 @@ def test_full_param_count_equals_hugging_face(tied, bias):
 
 
 def test_llama2_7b_size_matches_the_paper_scale():
-    config = LlamaConfig(num_hidden_layers=32, hidden_size=4096, intermediate_size=11008, num_attention_heads=32,
-                         vocab_size=32000)
+    config = LlamaConfig(
+        num_hidden_layers=32, hidden_size=4096, intermediate_size=11008, num_attention_heads=32, vocab_size=32000
+    )
     shape = ModelShape.from_config(config)
     cost = sub_network_cost(shape, SubNetwork.full(shape))
     assert cost.params == 6_738_415_616  # LLaMA2-7B

@@ -110,6 +110,10 @@ def test_exports_the_chosen_sub_network(run):
     assert results["export"]["subnetwork"] == results["rows"][2]["subnetwork"]
     config = json.loads((folder / "config.json").read_text())
     assert (config["num_hidden_layers"], config["intermediate_size"]) == (3, 64)  # the smallest: uniform
+    record = json.loads((folder / "subnetwork.json").read_text())
+    assert record["selected_as"] == "smallest"
+    assert record["params"] == results["rows"][2]["params"]
+    assert record["perplexity"]["value"] == results["rows"][2]["perplexity"]
     # The exported model scores the text exactly as the live sub-network did.
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

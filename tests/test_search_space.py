@@ -14,12 +14,21 @@ from nas.errors import InvalidSubNetworkError, SearchSpaceError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "search_space"
 LLAMA2_7B = LlamaConfig(
-    num_hidden_layers=32, hidden_size=4096, intermediate_size=11008, num_attention_heads=32,
-    num_key_value_heads=32, vocab_size=32000,
+    num_hidden_layers=32,
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    vocab_size=32000,
 )
 SMOLLM2 = LlamaConfig(
-    num_hidden_layers=30, hidden_size=576, intermediate_size=1536, num_attention_heads=9,
-    num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True,
+    num_hidden_layers=30,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    vocab_size=49152,
+    tie_word_embeddings=True,
 )
 
 

@@ -8,8 +8,14 @@ from nas import ModelShape, SubNetwork
 from nas.errors import InvalidSubNetworkError
 
 SHAPE = ModelShape(
-    num_layers=4, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16,
-    vocab_size=258, tie_word_embeddings=True,
+    num_layers=4,
+    hidden_size=64,
+    intermediate_size=128,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    vocab_size=258,
+    tie_word_embeddings=True,
 )
 
 
@@ -58,7 +64,10 @@ def test_full_is_valid_and_uniform():
         (SubNetwork((0, 7), (128, 128), (4, 4), 64), "outside the model's layers 0..3"),
         (SubNetwork((2, 1), (128, 128), (4, 4), 64), "distinct and ascending"),
         (SubNetwork((0, 1), (128, 256), (4, 4), 64), r"mlp_sizes\[1\] \(layer 1\) = 256 is outside 1..128"),
-        (SubNetwork((0, 1), (128, 128), (3, 4), 64), r"num_heads\[0\] \(layer 0\) = 3 is not a whole number of KV groups"),
+        (
+            SubNetwork((0, 1), (128, 128), (3, 4), 64),
+            r"num_heads\[0\] \(layer 0\) = 3 is not a whole number of KV groups",
+        ),
         (SubNetwork((0, 1), (128, 128), (4, 4), 65), "hidden_size = 65 is outside 1..64"),
     ],
 )

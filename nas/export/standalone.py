@@ -21,7 +21,7 @@ from transformers import LlamaConfig, PretrainedConfig, PreTrainedModel, PreTrai
 
 from nas.errors import UnsupportedModelError
 from nas.export.remote_code.configuration_nas_llama import NasLlamaConfig
-from nas.supernet.elastic_model import ELASTIC_CLASSES, is_elastic
+from nas.supernet.elastic_model import ELASTIC_CLASSES, shape_of
 from nas.supernet.subnetwork import ModelShape, SubNetwork
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def _take(tensor: torch.Tensor, rows: int, cols: int | None) -> torch.Tensor:
 
 def extract_state_dict(model: PreTrainedModel, sub: SubNetwork) -> dict[str, torch.Tensor]:
     """The sub-network's own weights (copies), under the names of a standalone model of its shape."""
-    shape: ModelShape = model.shape  # type: ignore[attr-defined]
+    shape = shape_of(model)
     position_of = {layer: pos for pos, layer in enumerate(sub.layers)}
     d = sub.hidden_size
     tied = shape.tie_word_embeddings
@@ -91,7 +91,7 @@ def extract_state_dict(model: PreTrainedModel, sub: SubNetwork) -> dict[str, tor
 
 def standalone_config(model: PreTrainedModel, sub: SubNetwork) -> PretrainedConfig:
     """The config of a standalone model of `sub`'s shape (own architecture when uniform)."""
-    shape: ModelShape = model.shape  # type: ignore[attr-defined]
+    shape = shape_of(model)
     base = dict(model.config.to_dict())
     for key in (*_PROJECT_ONLY_CONFIG_KEYS, "architectures", "auto_map", "model_type", "transformers_version"):
         base.pop(key, None)
@@ -149,9 +149,7 @@ def export_sub_network(
     Returns:
         The folder's path.
     """
-    if not is_elastic(model):
-        raise UnsupportedModelError("export_sub_network needs the elastic model returned by nas.load_model.")
-    sub.validate(model.shape)  # type: ignore[attr-defined]
+    sub.validate(shape_of(model))
     config = standalone_config(model, sub)
     weights = extract_state_dict(model, sub)
     if dtype is not None:

@@ -7,8 +7,14 @@ from transformers import PreTrainedModel
 
 from nas.errors import ModelLoadError
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -31,4 +37,6 @@ def resolve_device(name: str) -> torch.device:
 
 def place(model: PreTrainedModel, device: str, dtype: str) -> PreTrainedModel:
     """Move `model` to `device` and `dtype`, in evaluation mode."""
-    return model.to(device=resolve_device(device), dtype=torch_dtype(dtype)).eval()
+    # transformers wraps `to` in a way mypy misreads.
+    model.to(device=resolve_device(device), dtype=torch_dtype(dtype))  # type: ignore[call-arg]
+    return model.eval()

@@ -113,15 +113,15 @@ def _active(width: int, full: int) -> int | None:
     return None if width == full else width
 
 
-class ElasticLlamaForCausalLM(ElasticCausalLM, LlamaForCausalLM):
+class ElasticLlamaForCausalLM(ElasticCausalLM, LlamaForCausalLM):  # type: ignore[misc]
     """Llama with elastic layers."""
 
 
-class ElasticMistralForCausalLM(ElasticCausalLM, MistralForCausalLM):
+class ElasticMistralForCausalLM(ElasticCausalLM, MistralForCausalLM):  # type: ignore[misc]
     """Mistral with elastic layers (same module tree as Llama)."""
 
 
-class ElasticQwen2ForCausalLM(ElasticCausalLM, Qwen2ForCausalLM):
+class ElasticQwen2ForCausalLM(ElasticCausalLM, Qwen2ForCausalLM):  # type: ignore[misc]
     """Qwen2 with elastic layers (same module tree as Llama, biased q/k/v)."""
 
 
@@ -134,6 +134,13 @@ ELASTIC_CLASSES: dict[type[PreTrainedModel], type[PreTrainedModel]] = {
 
 def is_elastic(model: nn.Module) -> bool:
     return isinstance(model, ElasticCausalLM)
+
+
+def shape_of(model: nn.Module) -> ModelShape:
+    """The full dimensions of an elastic model (raises for a model `make_elastic` has not seen)."""
+    if not isinstance(model, ElasticCausalLM):
+        raise UnsupportedModelError(f"{type(model).__name__} is not elastic; load it with nas.load_model.")
+    return model.shape
 
 
 def make_elastic(model: PreTrainedModel) -> PreTrainedModel:
@@ -161,7 +168,7 @@ def make_elastic(model: PreTrainedModel) -> PreTrainedModel:
     _swap_class(model.lm_head, ElasticLinear)
     _swap_class(inner.layers, ElasticLayerList)
     model.__class__ = elastic_class
-    model._nas_shape = ModelShape.from_config(model.config)  # type: ignore[attr-defined]
+    setattr(model, "_nas_shape", ModelShape.from_config(model.config))  # noqa: B010 (not a declared attribute)
     return model
 
 

@@ -20,7 +20,8 @@ class ElasticLinear(nn.Linear):
     active_out_features: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.weight, self.bias
+        weight: torch.Tensor = self.weight
+        bias: torch.Tensor | None = self.bias
         out = self.active_out_features
         if out is not None:
             weight = weight[:out]
@@ -42,7 +43,9 @@ class ElasticEmbedding(nn.Embedding):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         weight = self.weight if self.active_embedding_dim is None else self.weight[:, : self.active_embedding_dim]
-        return F.embedding(input_ids, weight, self.padding_idx, self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse)
+        return F.embedding(
+            input_ids, weight, self.padding_idx, self.max_norm, self.norm_type, self.scale_grad_by_freq, self.sparse
+        )
 
 
 class ElasticRMSNorm(nn.Module):

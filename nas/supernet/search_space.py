@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from nas.errors import InvalidSubNetworkError, SearchSpaceError
 from nas.supernet.subnetwork import ModelShape, SubNetwork
 
@@ -112,15 +114,18 @@ class SearchSpace:
         self.choices: dict[str, tuple[int, ...]] = {d: self._resolve(d) for d in DIMENSIONS}
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], config_or_shape: Any, **overrides: Any) -> SearchSpace:
-        """Build from a search-space mapping and a Hugging Face config (or a `ModelShape`).
+    def from_config(cls, cfg: Mapping[str, Any] | DictConfig, config_or_shape: Any, **overrides: Any) -> SearchSpace:
+        """Build from a search-space mapping (e.g. Hydra's `cfg.search_space`) and a Hugging Face config
+        (or a `ModelShape`).
 
         The model's importance-based layer order, when it has one (`config.nas_layer_order`), is used.
         """
         shape = config_or_shape if isinstance(config_or_shape, ModelShape) else ModelShape.from_config(config_or_shape)
         layer_order = overrides.pop("layer_order", None) or getattr(config_or_shape, "nas_layer_order", None)
         known = {"name", *DIMENSIONS}
-        fields = {k: v for k, v in dict(cfg).items() if k != "_target_"}
+        mapping = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+        assert isinstance(mapping, Mapping)
+        fields = {str(k): v for k, v in mapping.items() if k != "_target_"}
         unknown = set(fields) - known
         if unknown:
             raise SearchSpaceError(f"Unknown search_space keys {sorted(unknown)}; allowed: {sorted(known)}.")
@@ -130,7 +135,9 @@ class SearchSpace:
 
     def _full_size(self, dim: str) -> int:
         s = self.shape
-        return {"num_layers": s.num_layers, "mlp": s.intermediate_size, "heads": s.num_heads, "hidden": s.hidden_size}[dim]
+        return {"num_layers": s.num_layers, "mlp": s.intermediate_size, "heads": s.num_heads, "hidden": s.hidden_size}[
+            dim
+        ]
 
     def _resolve(self, dim: str) -> tuple[int, ...]:
         """Absolute, distinct, ascending sizes for one dimension."""
@@ -237,9 +244,13 @@ class SearchSpace:
             allowed = self.choices[dim]
             bad = sorted({v for v in values if v not in allowed})
             if bad:
-                raise InvalidSubNetworkError(f"SubNetwork {dim} sizes {bad} are not in search space {self.name!r}'s {list(allowed)}.")
+                raise InvalidSubNetworkError(
+                    f"SubNetwork {dim} sizes {bad} are not in search space {self.name!r}'s {list(allowed)}."
+                )
             if not self._is_per_layer(dim) and len(set(values)) > 1:
-                raise InvalidSubNetworkError(f"Search space {self.name!r} uses one {dim} size for all layers; got {sorted(set(values))}.")
+                raise InvalidSubNetworkError(
+                    f"Search space {self.name!r} uses one {dim} size for all layers; got {sorted(set(values))}."
+                )
         if sub.hidden_size not in self.choices["hidden"]:
             raise InvalidSubNetworkError(
                 f"SubNetwork hidden_size {sub.hidden_size} is not in search space {self.name!r}'s {list(self.choices['hidden'])}."
@@ -289,4 +300,3 @@ class SearchSpace:
 
     def __repr__(self) -> str:
         return f"SearchSpace(name={self.name!r}, choices={self.choices})"
-

@@ -179,6 +179,10 @@ class SubNetwork:
 
     def describe(self) -> str:
         """A short human-readable summary, e.g. for tables and progress bars."""
-        mlp = str(self.mlp_sizes[0]) if len(set(self.mlp_sizes)) == 1 else f"{min(self.mlp_sizes)}-{max(self.mlp_sizes)}"
-        heads = str(self.num_heads[0]) if len(set(self.num_heads)) == 1 else f"{min(self.num_heads)}-{max(self.num_heads)}"
+        mlp = (
+            str(self.mlp_sizes[0]) if len(set(self.mlp_sizes)) == 1 else f"{min(self.mlp_sizes)}-{max(self.mlp_sizes)}"
+        )
+        heads = (
+            str(self.num_heads[0]) if len(set(self.num_heads)) == 1 else f"{min(self.num_heads)}-{max(self.num_heads)}"
+        )
         return f"L={self.num_layers} mlp={mlp} heads={heads} d={self.hidden_size}"

@@ -1,0 +1,205 @@
+"""`Evaluator`: tasks built once per process, then `evaluate(model)` on whatever sub-network is active.
+
+    evaluator = Evaluator.for_model(model, tokenizer, [load_task("arc_easy"), load_task("mmlu")], limit=200)
+    with model.sub_network(sub):
+        results = evaluator.evaluate(model)          # {"arc_easy": TaskResult, "mmlu": TaskResult}
+    results = evaluator.evaluate(model, sub)         # the same, activating `sub` for the call
+    results["arc_easy"].score                        # the task's optimised metric (acc_norm)
+
+Building reads the documents, renders lm-eval's prompts, tokenises them like HFLM and packs them
+into length-sorted, prefix-shared batches; an evaluation only runs those batches through the live
+model. Results are cached by (sub-network, task, limit, checkpoint), so a repeated sub-network is
+never evaluated twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from nas.errors import NASError
+from nas.evaluation.encoding import RequestEncoder, max_length
+from nas.evaluation.loglikelihood import ForwardTimer, score_batches
+from nas.evaluation.mc_metrics import ITEM_METRICS, aggregate, predictions
+from nas.evaluation.packing import Batch, make_batches, pack
+from nas.evaluation.prompts import Item
+from nas.evaluation.results import ResultsCache, TaskResult, sub_network_key, weights_fingerprint
+from nas.evaluation.task import MultipleChoiceTask, Selection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuiltTask:
+    """A task turned into model inputs once: its items, their request numbers and packed batches."""
+
+    task: MultipleChoiceTask
+    doc_indices: list[int]
+    items: list[Item]
+    offsets: list[int]  # first request number of each item
+    batches: list[Batch]
+    num_requests: int
+    num_tokens: int  # packed tokens one evaluation reads
+
+    def score(self, lls: np.ndarray, greedy: np.ndarray, with_items: bool) -> TaskResult:
+        per_item: dict[str, list[float]] = {name: [] for name in self.task.metrics}
+        details = []
+        for doc_index, item, start in zip(self.doc_indices, self.items, self.offsets):
+            item_lls = lls[start : start + len(item.requests)].tolist()
+            for name in self.task.metrics:
+                per_item[name].append(ITEM_METRICS[name](item_lls, item))
+            if with_items:
+                chosen = predictions(item_lls, item)
+                details.append(
+                    {"doc_index": doc_index, "group": item.group, "gold": item.gold, "lls": item_lls, **chosen}
+                    | {"is_greedy": greedy[start : start + len(item.requests)].tolist()}
+                    | {name: per_item[name][-1] for name in self.task.metrics}
+                )
+        groups = [item.group for item in self.items]
+        metrics = aggregate(per_item, groups)
+        by_group: dict[str, list[float]] = {}
+        for value, group in zip(per_item[self.task.metric], groups):
+            by_group.setdefault(group, []).append(value)
+        group_means = {g: float(np.mean(v)) for g, v in by_group.items()} if len(by_group) > 1 else {}
+        score = metrics[self.task.metric]
+        assert score is not None
+        return TaskResult(self.task.name, self.task.metric, score, metrics, len(self.items), groups=group_means, items=details)
+
+
+class Evaluator:
+    """Scores the live (sub-)network of a model on multiple-choice tasks, faithfully to lm-eval 0.4.13.
+
+    Args:
+        tasks: the tasks (e.g. from `load_task`), or a mapping name -> task.
+        tokenizer: the model's tokenizer.
+        max_length: the model's maximum input length (inputs are cut from the left beyond it, as HFLM does).
+        limit, limit_mode, seed: which items (`Selection`); fixed for the evaluator's life, so every
+            sub-network of a study sees the same items. `limit` applies per group (MMLU subject).
+        data_dir: the offline data folder (None: `$NAS_DATA_DIR`, else ../shared/data).
+        batch_tokens: padded tokens per forward pass (batch size x longest row).
+        max_batch_size: rows per forward pass at most.
+        share_prefix: read each document's context once for all its choices (off: one branch per request).
+        cache_file: JSON-lines file mirroring the results cache (None: memory only).
+        progress: show a progress bar per evaluation.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[MultipleChoiceTask] | Mapping[str, MultipleChoiceTask],
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int,
+        *,
+        limit: int | None = None,
+        limit_mode: str = "first",
+        seed: int = 0,
+        data_dir: str | os.PathLike[str] | None = None,
+        batch_tokens: int = 4096,
+        max_batch_size: int = 64,
+        share_prefix: bool = True,
+        cache_file: str | Path | None = None,
+        progress: bool = True,
+    ) -> None:
+        task_list = list(tasks.values()) if isinstance(tasks, Mapping) else list(tasks)
+        if not task_list:
+            raise NASError("No tasks to evaluate: pass at least one (e.g. task=arc_easy).")
+        names = [t.name for t in task_list]
+        if len(set(names)) != len(names):
+            raise NASError(f"Task names must be unique; got {names}.")
+        if batch_tokens < 1 or max_batch_size < 1:
+            raise NASError("batch_tokens and max_batch_size must be positive.")
+        self.selection = Selection(limit, limit_mode, seed)
+        self.encoder = RequestEncoder(tokenizer, max_length)
+        self.batch_tokens = batch_tokens
+        self.max_batch_size = max_batch_size
+        self.share_prefix = share_prefix
+        self.progress = progress
+        self.cache = ResultsCache(cache_file)
+        start = time.perf_counter()
+        self.tasks: dict[str, BuiltTask] = {t.name: self._build(t, data_dir) for t in task_list}
+        self.build_seconds = time.perf_counter() - start
+        self.last_timer = ForwardTimer()
+
+    @classmethod
+    def for_model(
+        cls, model: Any, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[MultipleChoiceTask], **options: Any
+    ) -> Evaluator:
+        """An evaluator whose maximum input length is the model's (as HFLM reads it from the config)."""
+        return cls(tasks, tokenizer, max_length(model.config, tokenizer), **options)
+
+    def _build(self, task: MultipleChoiceTask, data_dir: str | os.PathLike[str] | None) -> BuiltTask:
+        doc_indices, items = task.items(self.selection, data_dir)
+        encoded = self.encoder.encode([request for item in items for request in item.requests])
+        offsets, rows, position = [], [], 0
+        for item in items:
+            offsets.append(position)
+            rows.append(pack(encoded[position : position + len(item.requests)], share=self.share_prefix))
+            position += len(item.requests)
+        batches = make_batches(rows, offsets, self.batch_tokens, self.max_batch_size)
+        num_tokens = sum(len(row) for row in rows)
+        log.info("%s: %d items, %d requests, %d tokens in %d batches", task.name, len(items), position, num_tokens, len(batches))
+        return BuiltTask(task, doc_indices, items, offsets, batches, position, num_tokens)
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.tasks)
+
+    def evaluate(
+        self,
+        model: Any,
+        sub: Any = None,
+        tasks: Sequence[str] | None = None,
+        checkpoint_id: str | None = None,
+        with_items: bool = False,
+    ) -> dict[str, TaskResult]:
+        """Scores of the active sub-network (or of `sub`, activated for the call) on every task.
+
+        Args:
+            model: the elastic model (any causal LM works; its full network is then "full").
+            sub: a `SubNetwork` to activate during the call; None evaluates whatever is active.
+            tasks: names of a subset of the built tasks.
+            checkpoint_id: names the weights in the cache key; None fingerprints them (a few ms).
+            with_items: keep per-item log-likelihoods and predictions in the results.
+        """
+        if sub is not None:
+            with model.sub_network(sub):
+                return self.evaluate(model, None, tasks, checkpoint_id, with_items)
+        names = list(self.tasks) if tasks is None else list(tasks)
+        unknown = [n for n in names if n not in self.tasks]
+        if unknown:
+            raise NASError(f"Tasks {unknown} were not built by this evaluator; it has {list(self.tasks)}.")
+        checkpoint = checkpoint_id or weights_fingerprint(model)
+        sub_key = sub_network_key(model)
+        self.last_timer = ForwardTimer()
+        results = {}
+        for name in names:
+            built = self.tasks[name]
+            key = ResultsCache.key(sub_key, built.task.identity(), self.selection.key(), checkpoint)
+            cached = self.cache.get(key)
+            if cached is not None and (cached.items or not with_items):
+                results[name] = replace(cached, cached=True)
+                continue
+            timer = ForwardTimer()
+            start = time.perf_counter()
+            lls, greedy = score_batches(model, built.batches, built.num_requests, self.progress, name, timer)
+            result = built.score(lls, greedy, with_items)
+            result.seconds = time.perf_counter() - start
+            result.forward_share = timer.forward_s / result.seconds if result.seconds > 0 else 0.0
+            self._accumulate(timer)
+            self.cache.put(key, result)
+            results[name] = result
+        return results
+
+    def _accumulate(self, timer: ForwardTimer) -> None:
+        total = self.last_timer
+        total.forward_s += timer.forward_s
+        total.total_s += timer.total_s
+        total.tokens += timer.tokens
+        total.forwards += timer.forwards

