@@ -35,8 +35,10 @@ TABLE = (
     Column("params", "params", ","),
     Column("size_gb_fp16", "GB fp16", ".3f"),
     Column("gflops_per_token", "GFLOPs/tok", ".3f"),
-    Column("perplexity", "perplexity", ".3f"),
+    Column("perplexity", "perplexity", ".5g"),
 )
+# Absolute, so `main` also finds the configs when imported (tests, console scripts), not only under `-m`.
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 METRIC_KEYS = ("params", "non_embedding_params", "size_gb_fp16", "gflops_per_token")
 
 
@@ -78,6 +80,12 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     log.info("Perplexity on %s (seq_len %d, max_tokens %s)", evaluator.path, evaluator.seq_len, evaluator.max_tokens)
     rows = score_sub_networks(model, tokenizer, named, evaluator, evaluator.seq_len)
     log.info("\n%s", format_table(rows, TABLE))
+    full = next((r for r in rows if r["subnetwork"] == SubNetwork.full(model.shape).to_dict()), None)
+    if full is not None and any(r["perplexity"] > 10 * full["perplexity"] for r in rows):
+        log.info(
+            "Sub-networks far worse than the full model are expected until it is trained as a super-network "
+            "(LLaMA-NAS fine-tunes the full model and sampled sub-networks together first)."
+        )
 
     results: dict[str, Any] = {
         "search_space": space.name,
@@ -101,7 +109,7 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pipeline")
 def main(cfg: DictConfig) -> None:
     with exit_on_nas_error():
         run_pipeline(cfg, HydraConfig.get().runtime.output_dir)

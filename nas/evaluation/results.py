@@ -87,7 +87,7 @@ class ResultsCache:
         self.hits = 0
         self.misses = 0
         if self.path is not None and self.path.is_file():
-            for number, line in enumerate(self.path.read_text().splitlines(), start=1):
+            for number, line in enumerate(self.path.read_text().split("\n"), start=1):
                 try:
                     entry = json.loads(line)
                     self._entries[entry["key"]] = TaskResult.from_dict(entry["result"])

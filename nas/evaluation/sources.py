@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import os
 import socket
@@ -97,7 +98,8 @@ def _open_text(path: Path) -> str:
 def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """One JSON object per line; a bad line raises `MalformedDataError` naming the file and line."""
     rows = []
-    for number, line in enumerate(_open_text(path).splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() would also break inside strings at U+0085, U+2028, ...
+    for number, line in enumerate(_open_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -123,7 +125,7 @@ def read_json(path: Path) -> Any:
 def read_csv(path: Path, columns: int) -> list[list[str]]:
     """Headerless CSV rows, each with exactly `columns` fields."""
     rows = []
-    reader = csv.reader(_open_text(path).splitlines(keepends=True))
+    reader = csv.reader(io.StringIO(_open_text(path), newline=""))
     for row in reader:
         if len(row) != columns:
             raise MalformedDataError(
@@ -134,4 +136,4 @@ def read_csv(path: Path, columns: int) -> list[list[str]]:
 
 
 def read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in _open_text(path).splitlines() if line.strip()]
+    return [line.strip() for line in _open_text(path).split("\n") if line.strip()]

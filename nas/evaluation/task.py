@@ -38,7 +38,11 @@ class Selection:
             raise NASError(f"limit_mode={self.mode!r}: use one of {list(LIMIT_MODES)}.")
 
     def key(self) -> str:
-        return "all" if self.limit is None else f"{self.mode}{self.limit}" + (f"@{self.seed}" if self.mode == "random" else "")
+        return (
+            "all"
+            if self.limit is None
+            else f"{self.mode}{self.limit}" + (f"@{self.seed}" if self.mode == "random" else "")
+        )
 
 
 class MultipleChoiceTask:
@@ -78,6 +82,7 @@ class MultipleChoiceTask:
         self.source = check_source(source)
         self.num_fewshot = int(num_fewshot)
         self.fewshot_split = fewshot_split
+        self._docs: dict[tuple[str, str], list[Doc]] = {}
         check_metrics(self.metrics, metric)
         if self.num_fewshot < 0:
             raise NASError(f"task.{name}.num_fewshot={num_fewshot}: use 0 or more.")
@@ -88,21 +93,33 @@ class MultipleChoiceTask:
             )
 
     def __repr__(self) -> str:
-        return f"MultipleChoiceTask({self.name}, split={self.split}, source={self.source}, num_fewshot={self.num_fewshot})"
+        return (
+            f"MultipleChoiceTask({self.name}, split={self.split}, source={self.source}, num_fewshot={self.num_fewshot})"
+        )
 
     def identity(self) -> str:
         """What makes two tasks score the same items the same way (part of the results cache key)."""
         return f"{self.name}|{self.documents!r}|{self.split}|{type(self.prompt).__name__}|{self.num_fewshot}"
 
-    def load(self, data_dir: str | os.PathLike[str] | None = None) -> list[Doc]:
-        return self.documents.load(self.split, self.source, data_dir)
+    def load(self, data_dir: str | os.PathLike[str] | None = None, split: str | None = None) -> list[Doc]:
+        """The documents of `split` (default: the scored split), read once per task object."""
+        key = (split or self.split, str(data_dir))
+        if key not in self._docs:
+            self._docs[key] = self.documents.load(key[0], self.source, data_dir)
+        return self._docs[key]
+
+    def prefetch(self, data_dir: str | os.PathLike[str] | None = None) -> None:
+        """Read the scored and few-shot documents now, so missing or malformed data fails early."""
+        self.load(data_dir)
+        if self.num_fewshot and self.fewshot_split is not None:
+            self.load(data_dir, self.fewshot_split)
 
     def _shots(self, data_dir: str | os.PathLike[str] | None) -> dict[str, list[Doc]]:
         if not self.num_fewshot:
             return {}
         assert self.fewshot_split is not None
         pool: dict[str, list[Doc]] = {}
-        for doc in self.documents.load(self.fewshot_split, self.source, data_dir):
+        for doc in self.load(data_dir, self.fewshot_split):
             pool.setdefault(self.prompt.group(doc), []).append(doc)
         short = {g: len(docs) for g, docs in pool.items() if len(docs) < self.num_fewshot}
         if short:

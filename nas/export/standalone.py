@@ -22,7 +22,8 @@ from transformers import LlamaConfig, PretrainedConfig, PreTrainedModel, PreTrai
 from nas.errors import UnsupportedModelError
 from nas.export.remote_code.configuration_nas_llama import NasLlamaConfig
 from nas.supernet.elastic_model import ELASTIC_CLASSES, shape_of
-from nas.supernet.subnetwork import ModelShape, SubNetwork
+from nas.supernet.slicing import layer_slices
+from nas.supernet.subnetwork import SubNetwork
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +32,6 @@ REMOTE_CODE_FILES = ("configuration_nas_llama.py", "modeling_nas_llama.py")
 _LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 # Config attributes that only make sense inside this project.
 _PROJECT_ONLY_CONFIG_KEYS = ("nas_layer_order",)
-
-
-def _slice_rules(shape: ModelShape, sub: SubNetwork, position: int) -> dict[str, tuple[int, int | None]]:
-    """(rows, columns) kept of each parameter of one kept layer; columns None for vectors."""
-    d, hd = sub.hidden_size, shape.head_dim
-    q = sub.num_heads[position] * hd
-    kv = sub.num_heads[position] // shape.group_size * hd
-    m = sub.mlp_sizes[position]
-    return {
-        "self_attn.q_proj": (q, d),
-        "self_attn.k_proj": (kv, d),
-        "self_attn.v_proj": (kv, d),
-        "self_attn.o_proj": (d, q),
-        "mlp.gate_proj": (m, d),
-        "mlp.up_proj": (m, d),
-        "mlp.down_proj": (d, m),
-        "input_layernorm": (d, None),
-        "post_attention_layernorm": (d, None),
-    }
 
 
 def _take(tensor: torch.Tensor, rows: int, cols: int | None) -> torch.Tensor:
@@ -72,7 +54,7 @@ def extract_state_dict(model: PreTrainedModel, sub: SubNetwork) -> dict[str, tor
                 continue  # a dropped layer
             position = position_of[layer]
             module, _, kind = rest.rpartition(".")
-            rules = _slice_rules(shape, sub, position)
+            rules = layer_slices(shape, sub, position)
             if module not in rules:
                 raise UnsupportedModelError(f"Do not know how to slice parameter {name!r} for export.")
             rows, cols = rules[module]

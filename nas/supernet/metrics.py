@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from nas.supernet.slicing import LINEAR_MODULES, layer_slices
 from nas.supernet.subnetwork import ModelShape, SubNetwork
 
 # Bytes per parameter of the decoder's linear layers, and of everything else (embeddings, head, norms).
@@ -32,11 +33,8 @@ class SubNetworkCost:
 
 def _layer_linear_shapes(shape: ModelShape, sub: SubNetwork, pos: int) -> list[tuple[int, int]]:
     """(in, out) of each decoder linear of kept layer `pos`."""
-    d, hd = sub.hidden_size, shape.head_dim
-    heads = sub.num_heads[pos]
-    kv = heads // shape.group_size
-    m = sub.mlp_sizes[pos]
-    return [(d, heads * hd), (d, kv * hd), (d, kv * hd), (heads * hd, d), (d, m), (d, m), (m, d)]
+    slices = layer_slices(shape, sub, pos)
+    return [(int(slices[name][1] or 0), slices[name][0]) for name in LINEAR_MODULES]
 
 
 def _layer_bias_params(shape: ModelShape, sub: SubNetwork, pos: int) -> int:

@@ -1,0 +1,118 @@
+"""`python -m nas.reorder model=... calibration=c4|wikitext2 calibration.num_samples=... out_dir=...`
+
+Scores the model's neurons, KV groups, embedding channels and layers on calibration text, permutes its
+weights so the most important come first, and saves it as a model folder (weights, tokenizer,
+`importance.json`) that `load_model(<folder>)` or `model=pretrained model.name_or_path=<folder>` reuses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from nas.cli import exit_on_nas_error
+from nas.data.calibration import CalibrationSet
+from nas.errors import NASError
+from nas.instantiate import instantiate
+from nas.supernet.importance import ImportanceScores, compute_importance
+from nas.supernet.reorder import Permutations, reorder_by_importance
+
+log = logging.getLogger(__name__)
+
+IMPORTANCE_FILE = "importance.json"
+_DIMENSIONS = ("mlp", "heads", "hidden", "layers")
+
+
+class ReorderConfigError(NASError, ValueError):
+    """A `dimensions` setting of `python -m nas.reorder` that is not understood."""
+
+
+def _dimensions(cfg: Any) -> dict[str, bool]:
+    given = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg or {})
+    assert isinstance(given, dict)
+    unknown = set(given) - set(_DIMENSIONS)
+    if unknown:
+        raise ReorderConfigError(
+            f"Unknown dimensions {sorted(unknown)}; use dimensions.<{'|'.join(_DIMENSIONS)}>=true|false."
+        )
+    return {name: bool(given.get(name, True)) for name in _DIMENSIONS}
+
+
+def save_reordered(
+    model: Any,
+    tokenizer: Any,
+    folder: str | Path,
+    scores: ImportanceScores,
+    permutations: Permutations,
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write the reordered model, its tokenizer and `importance.json` to `folder`.
+
+    `importance.json` holds the scores indexed like the saved weights (so they descend along every
+    reordered dimension), the original index of each position (`source_indices`) and `metadata`.
+    """
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    record = {
+        "scores": scores.to_dict(),
+        "layer_order": getattr(model.config, "nas_layer_order", None),
+        "source_indices": permutations.to_dict(),
+        **(metadata or {}),
+    }
+    (out / IMPORTANCE_FILE).write_text(json.dumps(record) + "\n")
+    return out
+
+
+def run_reorder(cfg: DictConfig, output_dir: str | Path) -> Path:
+    """Score, reorder and save `cfg.model` on `cfg.calibration`; returns the folder written."""
+    dimensions = _dimensions(cfg.get("dimensions"))
+    calibration: CalibrationSet = instantiate(cfg.calibration)  # a missing text file fails before the model loads
+    model, tokenizer = instantiate(cfg.model)
+    batches = calibration.batches(tokenizer)
+    start = time.perf_counter()
+    scores = compute_importance(model, batches, progress=bool(cfg.get("progress", True)))
+    seconds = time.perf_counter() - start
+    reordered, permutations = reorder_by_importance(model, scores, **dimensions)
+    order = scores.layer_order()
+    log.info(
+        "Scored %d tokens in %.1f s; layers most to least important: %s%s",
+        scores.num_tokens,
+        seconds,
+        order,
+        "" if dimensions["layers"] else " (not stored: dimensions.layers=false)",
+    )
+    metadata = {
+        "dimensions": dimensions,
+        "calibration": {
+            "name": calibration.name,
+            "file": str(calibration.path),
+            "num_samples": calibration.num_samples,
+            "seq_len": calibration.seq_len,
+            "seed": calibration.seed,
+        },
+        "seconds": round(seconds, 3),
+    }
+    out = Path(cfg.out_dir) if cfg.get("out_dir") else Path(output_dir) / "reordered"
+    folder = save_reordered(model, tokenizer, out, reordered, permutations, metadata)
+    log.info("Saved the reordered model to %s (load it with model=pretrained model.name_or_path=%s)", folder, folder)
+    return folder
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="reorder")
+def main(cfg: DictConfig) -> None:
+    with exit_on_nas_error():
+        run_reorder(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""`python -m nas.train`: fine-tune a pre-trained LLM once as a weight-sharing super-network.
+
+Stage one of both papers: each step trains the full network and/or sampled sub-networks (the
+`strategy`), drawn by a `sampler` from the `search_space`, on instruction data. Checkpoints go to
+`<run dir>/checkpoints` (`ckpt_path=last` resumes the newest one of this run name); the trained
+super-network is saved as a Hugging Face folder, `<run dir>/supernet`, for search and export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from nas.cli import exit_on_nas_error
+from nas.instantiate import instantiate
+from nas.supernet.search_space import SearchSpace
+from nas.training.checkpoints import resolve_ckpt_path
+from nas.training.module import SuperNetModule
+
+log = logging.getLogger(__name__)
+
+
+def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
+    """The whole job; returns the summary it writes to `<output_dir>/training.json`."""
+    output_dir = Path(output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    # Everything that can be wrong with the input fails here, before the model loads.
+    strategy = instantiate(cfg.strategy)
+    datamodule = instantiate(cfg.data)
+    datamodule.check_records()
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+
+    model, tokenizer = instantiate(cfg.model)
+    if cfg.sampler.get("requires_reordering") and not getattr(model.config, "nas_layer_order", None):
+        from nas.supernet.reorder import reorder_by_importance  # the importance_* samplers
+
+        reorder_by_importance(model, tokenizer, cfg)
+    space = SearchSpace.from_config(cfg.search_space, model.config)
+    sampler = instantiate(cfg.sampler, space=space, model=model)
+    module = SuperNetModule(model, strategy, sampler, **OmegaConf.to_container(cfg.optim, resolve=True))
+    datamodule.bind(tokenizer)
+    max_steps = datamodule.steps_for_epochs(cfg.epochs, module.accumulate) if cfg.epochs else cfg.trainer.max_steps
+
+    checkpoints = ModelCheckpoint(
+        dirpath=output_dir / "checkpoints",
+        every_n_train_steps=cfg.checkpoint_every_n_steps,
+        save_top_k=1,
+        save_last="link",
+        filename="step={step}",
+        auto_insert_metric_name=False,
+    )
+    logger = instantiate(cfg.logger) if cfg.logger else False
+    trainer = instantiate(
+        cfg.trainer, max_steps=max_steps, callbacks=[checkpoints], logger=logger, default_root_dir=str(output_dir)
+    )
+    log.info(
+        "Training %s with %s, %s on %s for %d steps",
+        type(model).__name__,
+        type(strategy).__name__,
+        type(sampler).__name__,
+        space.name,
+        max_steps,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    summary: dict[str, Any] = {
+        "steps": trainer.global_step,
+        "resumed_from": ckpt_path,
+        "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+    }
+    if cfg.save_supernet and trainer.is_global_zero:
+        model.reset_super_network()
+        model.save_pretrained(output_dir / "supernet")
+        tokenizer.save_pretrained(output_dir / "supernet")
+        summary["supernet"] = str(output_dir / "supernet")
+    (output_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("Done: %s", summary)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    with exit_on_nas_error():
+        run_training(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Super-network fine-tuning: data, sub-network samplers, training strategies, the LightningModule."""

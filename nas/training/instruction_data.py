@@ -1,0 +1,104 @@
+"""Alpaca-format instruction data: the Stanford Alpaca prompt, loss on the response tokens only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from nas.data_paths import resolve_data_dir
+from nas.errors import DataNotFoundError, NASError
+
+PROMPT_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
+IGNORE_INDEX = -100  # label value that cross-entropy skips
+
+
+class DataFormatError(NASError, ValueError):
+    """A data file whose records lack the fields the format needs."""
+
+
+def alpaca_prompt(record: dict[str, Any]) -> str:
+    """The Stanford Alpaca prompt of one record (with or without its `input`)."""
+    template = PROMPT_WITH_INPUT if str(record.get("input") or "").strip() else PROMPT_NO_INPUT
+    return template.format(instruction=record["instruction"], input=record.get("input") or "")
+
+
+def load_alpaca_records(source: str, path: str | None, hub_id: str, data_dir: str | None) -> list[dict[str, Any]]:
+    """Records from a local JSON list (`source=local`), the hub (`source=hub`), or local-else-hub (`auto`)."""
+    if source not in ("local", "hub", "auto"):
+        raise DataFormatError(f"data.source={source!r}: use local, hub or auto.")
+    if source in ("local", "auto"):
+        file = Path(path).expanduser() if path else None
+        if file is None:
+            try:
+                file = resolve_data_dir(data_dir) / "alpaca" / "alpaca_en_demo.json"
+            except DataNotFoundError:
+                if source == "local":
+                    raise
+        if file is not None and file.is_file():
+            return _read_json_records(file)
+        if source == "local":
+            raise DataNotFoundError(f"No instruction data at {file}; set data.path=<file.json> or paths.data_dir.")
+    import datasets  # only users online get here
+
+    return [dict(r) for r in datasets.load_dataset(hub_id, split="train")]
+
+
+def _read_json_records(file: Path) -> list[dict[str, Any]]:
+    try:
+        records = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{file} is not valid JSON (line {exc.lineno}): {exc.msg}.") from exc
+    if not isinstance(records, list) or not records:
+        raise DataFormatError(f"{file} must hold a non-empty JSON list of records.")
+    for number, record in enumerate(records):
+        missing = [k for k in ("instruction", "output") if not isinstance(record, dict) or k not in record]
+        if missing:
+            raise DataFormatError(
+                f"{file}, record {number}: missing {missing}; Alpaca records need instruction and output."
+            )
+    return records
+
+
+@dataclass
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def tokenize_record(
+    record: dict[str, Any], tokenizer: PreTrainedTokenizerBase, max_length: int, train_on_prompt: bool
+) -> TokenizedExample:
+    """Prompt + response + EOS, truncated; prompt tokens masked out of the loss unless `train_on_prompt`."""
+    prompt_ids = tokenizer(alpaca_prompt(record), add_special_tokens=True).input_ids
+    response_ids = tokenizer(str(record["output"]), add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    ids = (prompt_ids + response_ids)[:max_length]
+    labels = ids.copy() if train_on_prompt else ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_length]
+    return TokenizedExample(ids, labels)
+
+
+def collate(examples: Sequence[TokenizedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; padding is masked from attention and loss."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -1,0 +1,194 @@
+"""The evaluation loop on the tiny random Llama: same log-likelihoods as lm-eval's HFLM, prefix sharing,
+batching, the results cache and `limit`, all on small synthetic data files in the local layout."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nas.evaluation import evaluator as evaluator_module
+from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.registry import load_task
+from nas.evaluation.task import Selection
+from nas.supernet.subnetwork import SubNetwork
+
+QUESTIONS = [
+    ("What do plants need?", ["light", "rocks", "plastic bags", "loud music"], "A"),
+    ("Which is a mammal?", ["shark", "whale", "trout"], "2"),
+    ("Water boils at", ["100 C at sea level", "10 C", "0 C", "50 C", "1000 C"], "A"),
+    ("The sun is a", ["planet", "star", "moon", "comet"], "B"),
+    ("Ice is", ["hot", "solid water", "a gas", "a metal"], "B"),
+    ("Two plus two is", ["three", "four", "five", "twenty-two"], "B"),
+    ("Birds have", ["feathers", "scales", "gills", "fins"], "A"),
+]
+
+
+def write_synthetic_data(root: Path) -> Path:
+    """A data folder in the ../shared/data layout: ARC-Easy test, two MMLU subjects (test + dev), WinoGrande."""
+    (root / "arc").mkdir(parents=True)
+    with (root / "arc" / "ARC-Easy-Test.jsonl").open("w") as f:
+        for i, (stem, texts, key) in enumerate(QUESTIONS):
+            labels = [str(j + 1) for j in range(len(texts))] if key.isdigit() else list("ABCDE"[: len(texts)])
+            choices = [{"text": t, "label": label} for t, label in zip(texts, labels)]
+            f.write(
+                json.dumps({"id": f"q{i}", "question": {"stem": stem, "choices": choices}, "answerKey": key}) + "\n"
+            )
+    for split in ("test", "dev"):
+        (root / "mmlu" / split).mkdir(parents=True)
+        for subject in ("anatomy", "virology"):
+            rows = [
+                f'"{subject} question {i}?",alpha {i},beta,"gamma, delta",epsilon,{"ABCD"[i % 4]}' for i in range(6)
+            ]
+            (root / "mmlu" / split / f"{subject}_{split}.csv").write_text("\n".join(rows) + "\n")
+    (root / "winogrande").mkdir()
+    rows = [
+        {
+            "sentence": "The cup fell off the table because _ was slippery.",
+            "option1": "the cup",
+            "option2": "the table",
+            "answer": "2",
+        },
+        {
+            "sentence": "Anna gave Maria a gift because _ was kind.",
+            "option1": "Anna",
+            "option2": "Maria",
+            "answer": "1",
+        },
+        {"sentence": "_ ran faster than the turtle.", "option1": "The hare", "option2": "The snail", "answer": "1"},
+    ]
+    (root / "winogrande" / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_synthetic_data(tmp_path_factory.mktemp("data"))
+
+
+def tasks():
+    mmlu = load_task("mmlu", source="local", documents={"subjects": ["anatomy", "virology"]})
+    five_shot = load_task("mmlu_5shot", source="local", documents={"subjects": ["anatomy"]})
+    return [load_task("arc_easy", source="local"), load_task("winogrande", source="local"), mmlu, five_shot]
+
+
+def hflm_loglikelihoods(model, tokenizer, requests):
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4)
+    instances = [Instance("loglikelihood", {}, request, i) for i, request in enumerate(requests)]
+    return lm.loglikelihood(instances, disable_tqdm=True)
+
+
+def all_lls(evaluator, results):
+    return np.concatenate(
+        [np.concatenate([np.array(d["lls"]) for d in results[name].items]) for name in evaluator.tasks]
+    )
+
+
+@pytest.mark.parametrize("sub_kind", ["full", "sub"])
+def test_loglikelihoods_equal_hflm(tiny, data_dir, sub_kind):
+    """Every request's log-likelihood and is_greedy equal lm-eval's HFLM on the live (sub-)network."""
+    model, tokenizer = tiny
+    sub = None if sub_kind == "full" else SubNetwork((0, 2, 3), (64, 128, 32), (2, 4, 2), 64)
+    evaluator = Evaluator.for_model(model, tokenizer, tasks(), data_dir=data_dir, progress=False, batch_tokens=512)
+    results = evaluator.evaluate(model, sub, with_items=True)
+    requests = [r for built in evaluator.tasks.values() for item in built.items for r in item.requests]
+    context = model.sub_network(sub) if sub is not None else torch.no_grad()
+    with context:
+        expected = hflm_loglikelihoods(model, tokenizer, requests)
+    ours = all_lls(evaluator, results)
+    np.testing.assert_allclose(ours, [ll for ll, _ in expected], rtol=1e-5, atol=1e-4)
+    greedy = [g for name in evaluator.tasks for d in results[name].items for g in d["is_greedy"]]
+    assert greedy == [g for _, g in expected]
+
+
+def test_prefix_sharing_and_batching_change_nothing(tiny, data_dir):
+    model, tokenizer = tiny
+    sub = SubNetwork((1, 3), (96, 128), (4, 4), 48)
+    shared = Evaluator.for_model(model, tokenizer, tasks(), data_dir=data_dir, progress=False)
+    unshared = Evaluator.for_model(model, tokenizer, tasks(), data_dir=data_dir, progress=False, share_prefix=False)
+    one_by_one = Evaluator.for_model(model, tokenizer, tasks(), data_dir=data_dir, progress=False, batch_tokens=1)
+    runs = [e.evaluate(model, sub, with_items=True) for e in (shared, unshared, one_by_one)]
+    reference = all_lls(shared, runs[0])
+    for evaluator, result in zip((unshared, one_by_one), runs[1:]):
+        np.testing.assert_allclose(all_lls(evaluator, result), reference, rtol=1e-5, atol=1e-4)
+        for name in shared.tasks:
+            assert [d["pred"] for d in result[name].items] == [d["pred"] for d in runs[0][name].items]
+    # Sharing reads fewer tokens: the context once per question instead of once per choice.
+    tokens = lambda e: sum(b.num_tokens for built in e.tasks.values() for b in built.batches)  # noqa: E731
+    assert tokens(shared) < 0.6 * tokens(unshared)
+    assert len(one_by_one.tasks["arc_easy"].batches) == len(QUESTIONS)
+
+
+def test_results_are_cached_by_sub_network_and_weights(tiny, data_dir, monkeypatch):
+    model, tokenizer = tiny
+    calls = []
+    original = evaluator_module.score_batches
+    monkeypatch.setattr(evaluator_module, "score_batches", lambda *a, **k: calls.append(1) or original(*a, **k))
+    evaluator = Evaluator.for_model(
+        model, tokenizer, [load_task("arc_easy", source="local")], data_dir=data_dir, progress=False
+    )
+    small = SubNetwork((0,), (32,), (2,), 64)
+    first = evaluator.evaluate(model, small)
+    again = evaluator.evaluate(model, small)
+    assert len(calls) == 1 and again["arc_easy"].cached and not first["arc_easy"].cached
+    assert again["arc_easy"].metrics == first["arc_easy"].metrics
+    evaluator.evaluate(model)  # another sub-network (the full one): evaluated
+    assert len(calls) == 2
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.5)  # tied with the embedding: different weights, a different checkpoint
+    try:
+        evaluator.evaluate(model, small)
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight.div_(1.5)
+    assert len(calls) == 3
+    evaluator.evaluate(model, small, checkpoint_id="ckpt-a")
+    evaluator.evaluate(model, small, checkpoint_id="ckpt-a")
+    assert len(calls) == 4
+
+
+def test_cache_file_survives_a_new_process(tiny, data_dir, tmp_path):
+    model, tokenizer = tiny
+    path = tmp_path / "cache.jsonl"
+    make = lambda: Evaluator.for_model(  # noqa: E731
+        model, tokenizer, [load_task("arc_easy", source="local")], data_dir=data_dir, progress=False, cache_file=path
+    )
+    first = make().evaluate(model, checkpoint_id="c")["arc_easy"]
+    second = make().evaluate(model, checkpoint_id="c")["arc_easy"]
+    assert second.cached and second.score == first.score and path.read_text().count("\n") == 1
+
+
+def test_limit_first_random_and_per_group(data_dir, caplog):
+    arc = load_task("arc_easy", source="local")
+    docs = arc.load(data_dir)
+    assert arc.select(docs, Selection(3)) == [0, 1, 2]
+    picked = arc.select(docs, Selection(3, "random", seed=1))
+    assert picked == arc.select(docs, Selection(3, "random", seed=1)) and picked == sorted(picked) and len(picked) == 3
+    assert any(arc.select(docs, Selection(3, "random", seed=s)) != picked for s in range(2, 6))
+    mmlu = load_task("mmlu", source="local", documents={"subjects": ["anatomy", "virology"]})
+    chosen = mmlu.select(mmlu.load(data_dir), Selection(2))
+    assert chosen == [0, 1, 6, 7]  # the first two of each subject
+    with caplog.at_level(logging.WARNING):
+        assert arc.select(docs, Selection(100)) == list(range(len(QUESTIONS)))
+    assert sum("more than the items" in r.message for r in caplog.records) == 1
+
+
+def test_scores_and_stderr(tiny, data_dir):
+    model, tokenizer = tiny
+    evaluator = Evaluator.for_model(model, tokenizer, tasks(), data_dir=data_dir, progress=False)
+    results = evaluator.evaluate(model, with_items=True)
+    arc = results["arc_easy"]
+    accs = [float(d["acc"]) for d in arc.items]
+    assert arc.metrics["acc"] == pytest.approx(np.mean(accs))
+    assert arc.metrics["acc_stderr"] == pytest.approx(np.std(accs, ddof=1) / np.sqrt(len(accs)))
+    assert arc.score == arc.metrics["acc_norm"] and arc.num_items == len(QUESTIONS)
+    mmlu = results["mmlu"]
+    assert set(mmlu.groups) == {"anatomy", "virology"} and mmlu.num_items == 12
+    assert 0.0 <= results["mmlu_5shot"].score <= 1.0 and 0.0 < arc.forward_share <= 1.0
