@@ -8,16 +8,15 @@ separate causal forward pass of `context + continuation` would give (up to float
 cost of the context once instead of once per choice. For one-token continuations (MMLU's " A".." D")
 all requests are the prefix itself and the row is just the context.
 
-Rows are sorted by length and cut into batches under a token budget, all once per process; the masks
-are built per forward from small per-token branch ids.
+Across documents, a long prefix common to a whole group (TruthfulQA's six-question primer, MMLU's
+subject description and five solved examples) is cut off the rows by `split_group_prefix`; `batching.py`
+runs it once per evaluation and lends its KV cache to every row of the group.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
 
 from nas.evaluation.encoding import EncodedRequest
 
@@ -80,92 +79,32 @@ def pack(requests: Sequence[EncodedRequest], share: bool = True) -> PackedRow:
     )
 
 
-@dataclass
-class Batch:
-    """Padded tensors of several rows plus where to read their scores.
+def leading_shared(row: PackedRow) -> int:
+    """Length of the row's shared (branch 0) prefix."""
+    return next((i for i, b in enumerate(row.branch) if b != 0), len(row.branch))
 
-    `request_ids` maps each scored position to a global request number (`Batch.num_requests` long
-    output per task is assembled by the caller).
+
+def split_group_prefix(rows: Sequence[PackedRow], min_length: int = 32) -> tuple[tuple[int, ...], list[PackedRow]]:
+    """The token prefix all `rows` share (if at least `min_length` long) and the rows without it.
+
+    The prefix stops before any row's branches and before its first scored position, so every row
+    keeps at least one token and every score is read from the row itself. Position ids stay absolute.
     """
-
-    input_ids: torch.Tensor  # [B, T]
-    position_ids: torch.Tensor  # [B, T]
-    branch: torch.Tensor  # [B, T]; -1 marks padding
-    score_row: torch.Tensor  # [N]
-    score_col: torch.Tensor  # [N]
-    score_target: torch.Tensor  # [N]
-    request_ids: torch.Tensor  # [N]
-
-    @property
-    def num_tokens(self) -> int:
-        return int((self.branch >= 0).sum())
-
-    def to(self, device: torch.device | str) -> Batch:
-        return Batch(*(t.to(device) for t in vars(self).values()))
-
-    def attention_mask(self, dtype: torch.dtype) -> torch.Tensor:
-        """Additive [B, 1, T, T] mask: causal, a branch sees the prefix and itself, padding sees only itself."""
-        branch = self.branch
-        size = branch.shape[1]
-        index = torch.arange(size, device=branch.device)
-        causal = index[None, :] <= index[:, None]  # [q, k]
-        key, query = branch[:, None, :], branch[:, :, None]
-        allowed = causal[None] & ((key == 0) | (key == query)) & (key >= 0)
-        # Padding rows attend to themselves only, so no row of the softmax is empty (no NaN).
-        allowed |= torch.eye(size, dtype=torch.bool, device=branch.device)[None] & (query < 0)
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=branch.device)
-        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-        return mask[:, None]
-
-
-def make_batches(
-    rows: Sequence[PackedRow], request_offsets: Sequence[int], batch_tokens: int, max_batch_size: int = 64
-) -> list[Batch]:
-    """Sort rows longest first and cut them into batches of at most `batch_tokens` padded tokens.
-
-    Args:
-        rows: one per document.
-        request_offsets: global number of each row's first request.
-        batch_tokens: budget of batch size x longest row; a longer row still gets a batch of its own.
-        max_batch_size: cap on rows per batch.
-    """
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-    batches: list[Batch] = []
-    current: list[int] = []
-    for i in order:
-        longest = len(rows[current[0]]) if current else len(rows[i])
-        if current and ((len(current) + 1) * longest > batch_tokens or len(current) >= max_batch_size):
-            batches.append(_collate([rows[j] for j in current], [request_offsets[j] for j in current]))
-            current = []
-        current.append(i)
-    if current:
-        batches.append(_collate([rows[j] for j in current], [request_offsets[j] for j in current]))
-    return batches
-
-
-def _collate(rows: Sequence[PackedRow], offsets: Sequence[int]) -> Batch:
-    size = max(len(r) for r in rows)
-    count = len(rows)
-    input_ids = torch.zeros(count, size, dtype=torch.long)
-    position_ids = torch.zeros(count, size, dtype=torch.long)
-    branch = torch.full((count, size), -1, dtype=torch.long)
-    score_row, score_col, score_target, request_ids = [], [], [], []
-    for b, (row, offset) in enumerate(zip(rows, offsets)):
-        n = len(row)
-        input_ids[b, :n] = torch.tensor(row.tokens)
-        position_ids[b, :n] = torch.tensor(row.positions)
-        branch[b, :n] = torch.tensor(row.branch)
-        score_row.extend([b] * len(row.score_index))
-        score_col.extend(row.score_index)
-        score_target.extend(row.score_target)
-        request_ids.extend(offset + r for r in row.score_request)
-    as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
-    return Batch(
-        input_ids,
-        position_ids,
-        branch,
-        as_long(score_row),
-        as_long(score_col),
-        as_long(score_target),
-        as_long(request_ids),
-    )
+    if len(rows) < 2:
+        return (), list(rows)
+    limit = min(min(leading_shared(r), min(r.score_index)) for r in rows)
+    length = min(_common_prefix([r.tokens[:limit] for r in rows]), limit)
+    if length < min_length:
+        return (), list(rows)
+    stripped = [
+        PackedRow(
+            r.tokens[length:],
+            r.positions[length:],
+            r.branch[length:],
+            tuple(i - length for i in r.score_index),
+            r.score_target,
+            r.score_request,
+        )
+        for r in rows
+    ]
+    return rows[0].tokens[:length], stripped

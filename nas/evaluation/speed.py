@@ -9,7 +9,6 @@ load average next to them.
 
 from __future__ import annotations
 
-import inspect
 import os
 import statistics
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from nas.errors import NASError
+from nas.evaluation.hf_compat import cache_kwargs, cache_of
 
 
 @dataclass
@@ -41,11 +41,6 @@ class SpeedResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _cache_of(output: Any) -> Any:
-    # transformers 5.x names the KV cache `cache` (`past_key_values` before, now a deprecated alias).
-    return output.cache if "cache" in output else output.past_key_values
 
 
 def _load() -> float | None:
@@ -131,11 +126,9 @@ class ThroughputMeter:
     def _prefill(model: Any, prompt: torch.Tensor) -> tuple[Any, torch.Tensor]:
         """The KV cache after the prompt and the first generated token (untimed set-up of a decode run)."""
         out = model(input_ids=prompt, use_cache=True, logits_to_keep=1)
-        return _cache_of(out), out.logits[:, -1].argmax(dim=-1, keepdim=True)
+        return cache_of(out), out.logits[:, -1].argmax(dim=-1, keepdim=True)
 
     def _decode(self, model: Any, cache: Any, token: torch.Tensor) -> None:
-        # transformers 5.x renamed the forward's `past_key_values` argument to `cache`.
-        name = "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
         for _ in range(self.new_tokens):
-            out = model(input_ids=token, use_cache=True, **{name: cache})
-            cache, token = _cache_of(out), out.logits[:, -1].argmax(dim=-1, keepdim=True)
+            out = model(input_ids=token, use_cache=True, **cache_kwargs(model, cache))
+            cache, token = cache_of(out), out.logits[:, -1].argmax(dim=-1, keepdim=True)

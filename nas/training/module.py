@@ -50,6 +50,7 @@ class SuperNetModule(L.LightningModule):
             raise NASError(f"optim.accumulate={accumulate}: use 1 or more micro-batches per step.")
         self.automatic_optimization = False
         self.model, self.strategy, self.sampler = model, strategy, sampler
+        self.model.train()  # loaded models are in eval mode; Lightning no longer switches them
         self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.accumulate, self.grad_clip = accumulate, grad_clip

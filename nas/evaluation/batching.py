@@ -1,0 +1,126 @@
+"""Packed rows to padded tensors: length-sorted batches under a token budget, and their attention masks.
+
+A batch may carry a `prefix`: tokens every one of its rows continues (see `packing.split_group_prefix`).
+The prefix is run once and its KV cache is lent to all rows, whose mask then opens every prefix column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from nas.evaluation.packing import PackedRow
+
+
+@dataclass
+class Batch:
+    """Padded tensors of several rows plus where to read their scores.
+
+    Attributes:
+        input_ids, position_ids: [B, T]; position ids continue after the prefix, if any.
+        branch: [B, T]; 0 shared, i + 1 request i's branch, -1 padding.
+        score_row, score_col, score_target: [N] where each scored position is and what it must predict.
+        request_ids: [N] the global request number of each scored position.
+        prefix: [P] tokens shared by all rows and run once, or None.
+    """
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    branch: torch.Tensor
+    score_row: torch.Tensor
+    score_col: torch.Tensor
+    score_target: torch.Tensor
+    request_ids: torch.Tensor
+    prefix: torch.Tensor | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the model reads for this batch (padding excluded, the prefix not counted)."""
+        return int((self.branch >= 0).sum())
+
+    @property
+    def prefix_length(self) -> int:
+        return 0 if self.prefix is None else int(self.prefix.numel())
+
+    def to(self, device: torch.device | str) -> Batch:
+        tensors = [self.input_ids, self.position_ids, self.branch, self.score_row, self.score_col]
+        tensors += [self.score_target, self.request_ids]
+        prefix = None if self.prefix is None else self.prefix.to(device)
+        return Batch(*(t.to(device) for t in tensors), prefix=prefix)  # type: ignore[misc]
+
+    def attention_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """Additive [B, 1, T, P + T] mask: the prefix is open to all; then causal, a branch sees the
+        shared part and itself, and padding sees only itself (no empty softmax row, no NaN)."""
+        branch = self.branch
+        count, size = branch.shape
+        index = torch.arange(size, device=branch.device)
+        causal = index[None, :] <= index[:, None]  # [q, k]
+        key, query = branch[:, None, :], branch[:, :, None]
+        allowed = causal[None] & ((key == 0) | (key == query)) & (key >= 0)
+        allowed |= torch.eye(size, dtype=torch.bool, device=branch.device)[None] & (query < 0)
+        mask = torch.zeros(count, 1, size, self.prefix_length + size, dtype=dtype, device=branch.device)
+        mask[:, 0, :, self.prefix_length :].masked_fill_(~allowed, torch.finfo(dtype).min)
+        return mask
+
+
+def make_batches(
+    rows: Sequence[PackedRow],
+    request_offsets: Sequence[int],
+    batch_tokens: int,
+    max_batch_size: int = 64,
+    prefix: Sequence[int] = (),
+) -> list[Batch]:
+    """Sort rows longest first and cut them into batches of at most `batch_tokens` padded tokens.
+
+    Args:
+        rows: one per document.
+        request_offsets: global number of each row's first request.
+        batch_tokens: budget of batch size x longest row; a longer row still gets a batch of its own.
+        max_batch_size: cap on rows per batch.
+        prefix: tokens all `rows` continue (already cut off them), run once per evaluation.
+    """
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    prefix_tensor = torch.tensor(list(prefix), dtype=torch.long) if prefix else None
+    groups: list[list[int]] = []
+    for i in order:
+        current = groups[-1] if groups else []
+        longest = len(rows[current[0]]) if current else 0
+        if not current or (len(current) + 1) * longest > batch_tokens or len(current) >= max_batch_size:
+            groups.append([i])
+        else:
+            current.append(i)
+    return [_collate([rows[j] for j in g], [request_offsets[j] for j in g], prefix_tensor) for g in groups]
+
+
+def _collate(rows: Sequence[PackedRow], offsets: Sequence[int], prefix: torch.Tensor | None) -> Batch:
+    size = max(len(r) for r in rows)
+    count = len(rows)
+    input_ids = torch.zeros(count, size, dtype=torch.long)
+    position_ids = torch.zeros(count, size, dtype=torch.long)
+    branch = torch.full((count, size), -1, dtype=torch.long)
+    score_row, score_col, score_target, request_ids = [], [], [], []
+    for b, (row, offset) in enumerate(zip(rows, offsets)):
+        n = len(row)
+        input_ids[b, :n] = torch.tensor(row.tokens)
+        position_ids[b, :n] = torch.tensor(row.positions)
+        branch[b, :n] = torch.tensor(row.branch)
+        score_row.extend([b] * len(row.score_index))
+        score_col.extend(row.score_index)
+        score_target.extend(row.score_target)
+        request_ids.extend(offset + r for r in row.score_request)
+
+    def as_long(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long)
+
+    return Batch(
+        input_ids,
+        position_ids,
+        branch,
+        as_long(score_row),
+        as_long(score_col),
+        as_long(score_target),
+        as_long(request_ids),
+        prefix,
+    )

@@ -1,0 +1,107 @@
+"""`python -m nas.train` through Hydra: the paper's experiment shrunk to a tiny model, NaN stops, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from nas.errors import NASError
+from nas.train import run_training
+from nas.training.module import NonFiniteLossError
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+TINY = [
+    "model=tiny_llama",
+    "data.limit=60",
+    "data.batch_size=2",
+    "data.max_length=192",
+    "data.source=local",
+    "trainer.accelerator=cpu",
+    "trainer.devices=1",
+    "trainer.precision=32-true",
+    "trainer.strategy=auto",
+    "logger=csv",
+]
+
+
+def compose_train(overrides: list[str], tmp_path: Path):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=[*overrides, f"logger.save_dir={tmp_path}"], return_hydra_config=False)
+
+
+def test_llama_nas_experiment_runs_on_a_tiny_model(tmp_path):
+    cfg = compose_train(
+        [
+            "experiments=llama_nas_finetune",
+            *TINY,
+            "epochs=null",
+            "trainer.max_steps=4",
+            "optim.accumulate=2",
+            "trainer.val_check_interval=4",
+            "trainer.limit_val_batches=1",
+        ],
+        tmp_path,
+    )
+    assert cfg.strategy._target_.endswith("AlternatingStrategy") and cfg.optim.lr == 1e-5
+    summary = run_training(cfg, tmp_path)
+    assert summary["steps"] == 4
+    assert {"train/loss/full", "val/loss_largest", "val/loss_smallest"} <= set(summary["metrics"])
+    assert json.loads((tmp_path / "supernet" / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+    metrics = next(tmp_path.glob("logs/**/metrics.csv")).read_text()
+    assert "train/loss/sub" in metrics and "train/tokens_per_s" in metrics
+
+
+def test_epochs_set_the_number_of_steps(tmp_path):
+    cfg = compose_train(
+        [
+            *TINY,
+            "epochs=0.5",
+            "optim.accumulate=2",
+            "data.val_size=10",
+            "checkpoint_every_n_steps=100",
+            "save_supernet=false",
+            "data.max_length=4096",
+        ],
+        tmp_path,
+    )  # long enough to drop no example
+    # 60 records - 10 held out = 50 -> 25 micro-batches per epoch -> half an epoch is 7 optimizer steps of 2.
+    assert run_training(cfg, tmp_path)["steps"] == 7
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    cfg = compose_train([*TINY, "trainer.max_steps=6", "checkpoint_every_n_steps=2", "strategy=standard"], tmp_path)
+    from nas.training import strategies
+
+    real = strategies.lm_loss
+    calls = {"n": 0}
+
+    def poisoned(logits, labels):
+        calls["n"] += 1
+        return real(logits, labels) * (float("nan") if calls["n"] == 4 else 1.0)
+
+    monkeypatch.setattr(strategies, "lm_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="loss/full is nan at optimizer step 3"):
+        run_training(cfg, tmp_path)
+    assert (tmp_path / "checkpoints" / "step=2.ckpt").exists()
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 2
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("strategy.k=-1", "strategy.k=-1"),
+        ("data.path=/nonexistent/alpaca.json", "/nonexistent/alpaca.json"),
+        ("ckpt_path=last", "no checkpoints/last.ckpt"),
+    ],
+)
+def test_bad_input_fails_before_training(tmp_path, override, message):
+    strategy = ["strategy=sandwich"] if override.startswith("strategy") else []
+    cfg = compose_train([*TINY, *strategy, override], tmp_path / "run")
+    with pytest.raises(NASError, match=message):
+        run_training(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
