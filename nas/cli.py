@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from nas.errors import NASError
+
+# Absolute, so entry points also work when their `main` is imported (console scripts, tests).
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def nas_error_behind(exc: BaseException | None) -> NASError | None:

@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from nas.analysis.tables import Column, format_table, write_csv, write_json
-from nas.cli import exit_on_nas_error
+from nas.cli import CONFIG_DIR, exit_on_nas_error
 from nas.errors import NASError
 from nas.evaluation.scoring import cost_row, score_sub_networks
 from nas.export.standalone import export_sub_network
@@ -38,7 +38,6 @@ TABLE = (
     Column("perplexity", "perplexity", ".5g"),
 )
 # Absolute, so `main` also finds the configs when imported (tests, console scripts), not only under `-m`.
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 METRIC_KEYS = ("params", "non_embedding_params", "size_gb_fp16", "gflops_per_token")
 
 

@@ -73,24 +73,40 @@ def save_reordered(
     return out
 
 
+def reorder_model(
+    model: Any,
+    tokenizer: Any,
+    calibration: CalibrationSet,
+    dimensions: dict[str, bool] | None = None,
+    progress: bool = True,
+) -> tuple[ImportanceScores, Permutations]:
+    """Score `model` on `calibration` and reorder it in place (also the `reorder` step before training).
+
+    Returns the scores indexed like the reordered weights and the permutations applied, as
+    `save_reordered` writes them.
+    """
+    dims = _dimensions(dimensions)
+    start = time.perf_counter()
+    scores = compute_importance(model, calibration.batches(tokenizer), progress=progress)
+    reordered, permutations = reorder_by_importance(model, scores, **dims)
+    log.info(
+        "Scored %d tokens of %s in %.1f s; layers most to least important: %s%s",
+        scores.num_tokens,
+        calibration.name,
+        time.perf_counter() - start,
+        scores.layer_order(),
+        "" if dims["layers"] else " (not stored: dimensions.layers=false)",
+    )
+    return reordered, permutations
+
+
 def run_reorder(cfg: DictConfig, output_dir: str | Path) -> Path:
     """Score, reorder and save `cfg.model` on `cfg.calibration`; returns the folder written."""
     dimensions = _dimensions(cfg.get("dimensions"))
     calibration: CalibrationSet = instantiate(cfg.calibration)  # a missing text file fails before the model loads
     model, tokenizer = instantiate(cfg.model)
-    batches = calibration.batches(tokenizer)
     start = time.perf_counter()
-    scores = compute_importance(model, batches, progress=bool(cfg.get("progress", True)))
-    seconds = time.perf_counter() - start
-    reordered, permutations = reorder_by_importance(model, scores, **dimensions)
-    order = scores.layer_order()
-    log.info(
-        "Scored %d tokens in %.1f s; layers most to least important: %s%s",
-        scores.num_tokens,
-        seconds,
-        order,
-        "" if dimensions["layers"] else " (not stored: dimensions.layers=false)",
-    )
+    reordered, permutations = reorder_model(model, tokenizer, calibration, dimensions, bool(cfg.get("progress", True)))
     metadata = {
         "dimensions": dimensions,
         "calibration": {
@@ -100,7 +116,7 @@ def run_reorder(cfg: DictConfig, output_dir: str | Path) -> Path:
             "seq_len": calibration.seq_len,
             "seed": calibration.seed,
         },
-        "seconds": round(seconds, 3),
+        "seconds": round(time.perf_counter() - start, 3),
     }
     out = Path(cfg.out_dir) if cfg.get("out_dir") else Path(output_dir) / "reordered"
     folder = save_reordered(model, tokenizer, out, reordered, permutations, metadata)

@@ -19,8 +19,9 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from nas.cli import exit_on_nas_error
+from nas.cli import CONFIG_DIR, exit_on_nas_error
 from nas.instantiate import instantiate
+from nas.reorder import reorder_model
 from nas.supernet.search_space import SearchSpace
 from nas.training.checkpoints import resolve_ckpt_path
 from nas.training.module import SuperNetModule
@@ -37,12 +38,16 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     datamodule.check_records()
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    reorder = bool(cfg.sampler.get("requires_reordering"))
+    calibration = instantiate(cfg.calibration) if reorder else None
 
     model, tokenizer = instantiate(cfg.model)
-    if cfg.sampler.get("requires_reordering") and not getattr(model.config, "nas_layer_order", None):
-        from nas.supernet.reorder import reorder_by_importance  # the importance_* samplers
-
-        reorder_by_importance(model, tokenizer, cfg)
+    if calibration is not None and not getattr(model.config, "nas_layer_order", None):
+        # The importance_* samplers train the importance-reordered model. Reordering is deterministic,
+        # so a resumed run recomputes the same layer order its checkpoint's weights were trained with.
+        scores, _ = reorder_model(model, tokenizer, calibration)
+        (output_dir / "importance.json").parent.mkdir(parents=True, exist_ok=True)
+        (output_dir / "importance.json").write_text(json.dumps(scores.to_dict(), indent=2) + "\n")
     space = SearchSpace.from_config(cfg.search_space, model.config)
     sampler = instantiate(cfg.sampler, space=space, model=model)
     module = SuperNetModule(model, strategy, sampler, **OmegaConf.to_container(cfg.optim, resolve=True))
@@ -86,7 +91,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     with exit_on_nas_error():
         run_training(cfg, HydraConfig.get().runtime.output_dir)

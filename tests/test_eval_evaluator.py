@@ -120,10 +120,13 @@ def test_prefix_sharing_and_batching_change_nothing(tiny, data_dir):
         np.testing.assert_allclose(all_lls(evaluator, result), reference, rtol=1e-5, atol=1e-4)
         for name in shared.tasks:
             assert [d["pred"] for d in result[name].items] == [d["pred"] for d in runs[0][name].items]
-    # Sharing reads fewer tokens: the context once per question instead of once per choice.
-    tokens = lambda e: sum(b.num_tokens for built in e.tasks.values() for b in built.batches)  # noqa: E731
+    # Sharing reads fewer tokens: the context once per question instead of once per choice, and the
+    # 5-shot examples once per subject instead of once per question.
+    tokens = lambda e: sum(built.num_tokens for built in e.tasks.values())  # noqa: E731
     assert tokens(shared) < 0.6 * tokens(unshared)
-    assert len(one_by_one.tasks["arc_easy"].batches) == len(QUESTIONS)
+    assert all(len(g.prefix) > 100 for g in shared.tasks["mmlu_5shot"].groups)
+    assert not any(g.prefix for g in unshared.tasks["mmlu_5shot"].groups)
+    assert len(one_by_one.tasks["arc_easy"].batches(1, 64)) == len(QUESTIONS)
 
 
 def test_results_are_cached_by_sub_network_and_weights(tiny, data_dir, monkeypatch):

@@ -105,3 +105,46 @@ def test_bad_input_fails_before_training(tmp_path, override, message):
     with pytest.raises(NASError, match=message):
         run_training(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_importance_sampler_trains_the_reordered_model(tmp_path):
+    cfg = compose_train(
+        [
+            *TINY,
+            "sampler=importance_grid_params",
+            "sampler.num_bins=3",
+            "strategy=sandwich",
+            "strategy.k=1",
+            "trainer.max_steps=2",
+            "calibration.num_samples=4",
+            "calibration.seq_len=64",
+        ],
+        tmp_path,
+    )
+    run_training(cfg, tmp_path)
+    order = json.loads((tmp_path / "supernet" / "config.json").read_text())["nas_layer_order"]
+    assert sorted(order) == [0, 1, 2, 3]
+    assert json.loads((tmp_path / "importance.json").read_text())["layers"]
+
+
+def test_wandb_logs_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                *TINY[:-1],
+                "logger=wandb",
+                f"logger.save_dir={tmp_path}",
+                "trainer.max_steps=2",
+                "save_supernet=false",
+            ],
+        )
+    run_training(cfg, tmp_path)
+    import wandb
+
+    wandb.finish()
+    runs = list(tmp_path.glob("**/offline-run-*"))
+    assert runs and any(p.suffix == ".wandb" for p in runs[0].iterdir())

@@ -18,62 +18,20 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from nas.errors import NASError
+from nas.evaluation.built_task import BuiltTask, build_task
 from nas.evaluation.encoding import RequestEncoder, max_length
 from nas.evaluation.loglikelihood import ForwardTimer, score_batches
-from nas.evaluation.mc_metrics import ITEM_METRICS, aggregate, predictions
-from nas.evaluation.packing import Batch, make_batches, pack
-from nas.evaluation.prompts import Item
 from nas.evaluation.results import ResultsCache, TaskResult, sub_network_key, weights_fingerprint
 from nas.evaluation.task import MultipleChoiceTask, Selection
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BuiltTask:
-    """A task turned into model inputs once: its items, their request numbers and packed batches."""
-
-    task: MultipleChoiceTask
-    doc_indices: list[int]
-    items: list[Item]
-    offsets: list[int]  # first request number of each item
-    batches: list[Batch]
-    num_requests: int
-    num_tokens: int  # packed tokens one evaluation reads
-
-    def score(self, lls: np.ndarray, greedy: np.ndarray, with_items: bool) -> TaskResult:
-        per_item: dict[str, list[float]] = {name: [] for name in self.task.metrics}
-        details = []
-        for doc_index, item, start in zip(self.doc_indices, self.items, self.offsets):
-            item_lls = lls[start : start + len(item.requests)].tolist()
-            for name in self.task.metrics:
-                per_item[name].append(ITEM_METRICS[name](item_lls, item))
-            if with_items:
-                chosen = predictions(item_lls, item)
-                details.append(
-                    {"doc_index": doc_index, "group": item.group, "gold": item.gold, "lls": item_lls, **chosen}
-                    | {"is_greedy": greedy[start : start + len(item.requests)].tolist()}
-                    | {name: per_item[name][-1] for name in self.task.metrics}
-                )
-        groups = [item.group for item in self.items]
-        metrics = aggregate(per_item, groups)
-        by_group: dict[str, list[float]] = {}
-        for value, group in zip(per_item[self.task.metric], groups):
-            by_group.setdefault(group, []).append(value)
-        group_means = {g: float(np.mean(v)) for g, v in by_group.items()} if len(by_group) > 1 else {}
-        score = metrics[self.task.metric]
-        assert score is not None
-        return TaskResult(
-            self.task.name, self.task.metric, score, metrics, len(self.items), groups=group_means, items=details
-        )
 
 
 class Evaluator:
@@ -86,7 +44,8 @@ class Evaluator:
         limit, limit_mode, seed: which items (`Selection`); fixed for the evaluator's life, so every
             sub-network of a study sees the same items. `limit` applies per group (MMLU subject).
         data_dir: the offline data folder (None: `$NAS_DATA_DIR`, else ../shared/data).
-        batch_tokens: padded tokens per forward pass (batch size x longest row).
+        batch_tokens: padded tokens per forward pass (batch size x longest row); None: 1024 on CPU
+            (larger batches do not run faster there and pad more), 16384 on CUDA.
         max_batch_size: rows per forward pass at most.
         share_prefix: read each document's context once for all its choices (off: one branch per request).
         cache_file: JSON-lines file mirroring the results cache (None: memory only).
@@ -103,7 +62,7 @@ class Evaluator:
         limit_mode: str = "first",
         seed: int = 0,
         data_dir: str | os.PathLike[str] | None = None,
-        batch_tokens: int = 4096,
+        batch_tokens: int | None = None,
         max_batch_size: int = 64,
         share_prefix: bool = True,
         cache_file: str | Path | None = None,
@@ -115,7 +74,7 @@ class Evaluator:
         names = [t.name for t in task_list]
         if len(set(names)) != len(names):
             raise NASError(f"Task names must be unique; got {names}.")
-        if batch_tokens < 1 or max_batch_size < 1:
+        if (batch_tokens is not None and batch_tokens < 1) or max_batch_size < 1:
             raise NASError("batch_tokens and max_batch_size must be positive.")
         self.selection = Selection(limit, limit_mode, seed)
         self.encoder = RequestEncoder(tokenizer, max_length)
@@ -125,7 +84,9 @@ class Evaluator:
         self.progress = progress
         self.cache = ResultsCache(cache_file)
         start = time.perf_counter()
-        self.tasks: dict[str, BuiltTask] = {t.name: self._build(t, data_dir) for t in task_list}
+        self.tasks: dict[str, BuiltTask] = {
+            t.name: build_task(t, self.encoder, self.selection, data_dir, share_prefix) for t in task_list
+        }
         self.build_seconds = time.perf_counter() - start
         self.last_timer = ForwardTimer()
 
@@ -135,26 +96,6 @@ class Evaluator:
     ) -> Evaluator:
         """An evaluator whose maximum input length is the model's (as HFLM reads it from the config)."""
         return cls(tasks, tokenizer, max_length(model.config, tokenizer), **options)
-
-    def _build(self, task: MultipleChoiceTask, data_dir: str | os.PathLike[str] | None) -> BuiltTask:
-        doc_indices, items = task.items(self.selection, data_dir)
-        encoded = self.encoder.encode([request for item in items for request in item.requests])
-        offsets, rows, position = [], [], 0
-        for item in items:
-            offsets.append(position)
-            rows.append(pack(encoded[position : position + len(item.requests)], share=self.share_prefix))
-            position += len(item.requests)
-        batches = make_batches(rows, offsets, self.batch_tokens, self.max_batch_size)
-        num_tokens = sum(len(row) for row in rows)
-        log.info(
-            "%s: %d items, %d requests, %d tokens in %d batches",
-            task.name,
-            len(items),
-            position,
-            num_tokens,
-            len(batches),
-        )
-        return BuiltTask(task, doc_indices, items, offsets, batches, position, num_tokens)
 
     @property
     def task_names(self) -> list[str]:
@@ -197,7 +138,8 @@ class Evaluator:
                 continue
             timer = ForwardTimer()
             start = time.perf_counter()
-            lls, greedy = score_batches(model, built.batches, built.num_requests, self.progress, name, timer)
+            batches = built.batches(self._batch_tokens(model), self.max_batch_size)
+            lls, greedy = score_batches(model, batches, built.num_requests, self.progress, name, timer)
             result = built.score(lls, greedy, with_items)
             result.seconds = time.perf_counter() - start
             result.forward_share = timer.forward_s / result.seconds if result.seconds > 0 else 0.0
@@ -205,6 +147,11 @@ class Evaluator:
             self.cache.put(key, result)
             results[name] = result
         return results
+
+    def _batch_tokens(self, model: Any) -> int:
+        if self.batch_tokens is not None:
+            return self.batch_tokens
+        return 16384 if next(model.parameters()).device.type == "cuda" else 1024
 
     def _accumulate(self, timer: ForwardTimer) -> None:
         total = self.last_timer

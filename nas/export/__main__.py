@@ -9,7 +9,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from nas.cli import exit_on_nas_error
+from nas.cli import CONFIG_DIR, exit_on_nas_error
 from nas.export.standalone import export_sub_network
 from nas.instantiate import instantiate
 from nas.models.placement import torch_dtype
@@ -36,7 +36,7 @@ def run_export(cfg: DictConfig, output_dir: str | Path) -> Path:
     return folder
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="export")
 def main(cfg: DictConfig) -> None:
     with exit_on_nas_error():
         run_export(cfg, HydraConfig.get().runtime.output_dir)

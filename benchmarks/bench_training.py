@@ -1,0 +1,160 @@
+"""Training benchmark: time per optimizer step of each strategy, and our Lightning loop vs plain PyTorch.
+
+Run: `.venv/bin/python benchmarks/bench_training.py [--model smollm2_135m] [--rounds 3]`
+
+Candidates are timed side by side in one process, interleaved in rounds (A, B, C, A, B, C, ...);
+medians over rounds; the load average is printed before and after (on 2 cores one busy neighbour
+slows torch 5-20x, so only trust a run on an idle machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from nas import SearchSpace, load_model
+from nas.training.module import SuperNetModule
+from nas.training.samplers import UniformSampler
+from nas.training.strategies import AlternatingStrategy, SandwichStrategy, StandardStrategy, Strategy
+
+
+def strategy_steps(model, batch, sampler, strategy: Strategy, steps: int) -> Callable[[], None]:
+    """`steps` optimizer steps of `strategy` (forward, backward, AdamW step), outside Lightning."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    counter = {"step": 0}
+
+    def run() -> None:
+        for _ in range(steps):
+            strategy.step(model, batch, sampler, lambda loss: loss.backward(), counter["step"])
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            counter["step"] += 1
+
+    return run
+
+
+class StepTimer(L.Callback):
+    """Wall time of each training batch inside Lightning's loop (start of one to start of the next)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def lightning_steps(model, batch, sampler, steps: int) -> Callable[[], float]:
+    """Seconds per step of our LightningModule (standard strategy) over `steps` steps, first one excluded."""
+
+    def run() -> float:
+        timer = StepTimer()
+        module = SuperNetModule(model, StandardStrategy(), sampler, lr=1e-6, grad_clip=0.0)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_steps=steps + 1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+        )
+        trainer.fit(module, DataLoader([batch] * (steps + 1), batch_size=None))
+        return statistics.mean(timer.times[1:])
+
+    return run
+
+
+def plain_steps(model, batch, steps: int) -> Callable[[], float]:
+    """Seconds per step of a plain PyTorch loop: forward with labels, backward, AdamW step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def run() -> float:
+        times = []
+        for _ in range(steps + 1):
+            start = time.perf_counter()
+            model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+            ).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - start)
+        return statistics.mean(times[1:])
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2_135m")
+    parser.add_argument("--space", default="llama_nas")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    print(f"load average before: {os.getloadavg()}; torch threads: {torch.get_num_threads()}")
+    model, _ = load_model(args.model)
+    model.train()
+    space = SearchSpace.from_config(OmegaConf.load(f"conf/search_space/{args.space}.yaml"), model.config)
+    sampler = UniformSampler(space, seed=0)
+    ids = torch.randint(
+        0, model.shape.vocab_size, (args.batch, args.seq_len), generator=torch.Generator().manual_seed(0)
+    )
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    tokens = ids.numel()
+
+    # 1. Strategies: seconds per optimizer step; alternating over a whole cycle (full step + sub-network step).
+    candidates = {
+        "standard": strategy_steps(model, batch, sampler, StandardStrategy(), 2),
+        "alternating": strategy_steps(model, batch, sampler, AlternatingStrategy(), 2),
+        "sandwich k=2": strategy_steps(model, batch, sampler, SandwichStrategy(k=2), 2),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for fn in candidates.values():  # warm-up
+        fn()
+    for _ in range(args.rounds):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - start) / 2)
+    per_step = {name: statistics.median(values) for name, values in samples.items()}
+    print(
+        f"\n1. seconds per optimizer step ({args.batch}x{args.seq_len} tokens, {args.space} space, medians of {args.rounds} rounds)"
+    )
+    for name, seconds in per_step.items():
+        print(f"   {name:<14} {seconds:7.3f} s   ratio to standard {seconds / per_step['standard']:.3f}")
+
+    # 2. Our Lightning loop vs a plain PyTorch loop on the same model and batch.
+    steps = 3
+    lightning, plain = lightning_steps(model, batch, sampler, steps), plain_steps(model, batch, steps)
+    lightning_times, plain_times = [], []
+    for _ in range(args.rounds):
+        lightning_times.append(lightning())
+        plain_times.append(plain())
+    ours, theirs = statistics.median(lightning_times), statistics.median(plain_times)
+    print(
+        f"\n2. tokens/s: Lightning loop {tokens / ours:.0f}, plain PyTorch loop {tokens / theirs:.0f}, "
+        f"ratio {theirs / ours:.3f}"
+    )
+    print(f"\nload average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
