@@ -24,6 +24,7 @@ from nas.instantiate import instantiate
 from nas.reorder import reorder_model
 from nas.supernet.search_space import SearchSpace
 from nas.training.checkpoints import resolve_ckpt_path
+from nas.training.lora import has_lora, merge_lora
 from nas.training.module import SuperNetModule
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         scores, _ = reorder_model(model, tokenizer, calibration)
         (output_dir / "importance.json").parent.mkdir(parents=True, exist_ok=True)
         (output_dir / "importance.json").write_text(json.dumps(scores.to_dict(), indent=2) + "\n")
+    model = instantiate(cfg.finetune, model=model)
     space = SearchSpace.from_config(cfg.search_space, model.config)
     sampler = instantiate(cfg.sampler, space=space, model=model)
     module = SuperNetModule(model, strategy, sampler, **OmegaConf.to_container(cfg.optim, resolve=True))
@@ -83,6 +85,8 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     }
     if cfg.save_supernet and trainer.is_global_zero:
         model.reset_super_network()
+        if has_lora(model):
+            merge_lora(model)
         model.save_pretrained(output_dir / "supernet")
         tokenizer.save_pretrained(output_dir / "supernet")
         summary["supernet"] = str(output_dir / "supernet")

@@ -148,3 +148,21 @@ def test_wandb_logs_offline(tmp_path, monkeypatch):
     wandb.finish()
     runs = list(tmp_path.glob("**/offline-run-*"))
     assert runs and any(p.suffix == ".wandb" for p in runs[0].iterdir())
+
+
+def test_lora_run_saves_merged_plain_weights(tmp_path):
+    cfg = compose_train(
+        [*TINY, "finetune=lora", "optim.lr=1e-2", "trainer.max_steps=2", "strategy=sandwich", "strategy.k=1"], tmp_path
+    )
+    run_training(cfg, tmp_path)
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "supernet" / "model.safetensors")
+    assert not any("lora" in name for name in saved)  # adapters merged into plain weights
+    from nas import load_model
+
+    fresh, _ = load_model("tiny_llama")
+    assert not torch.equal(
+        saved["model.layers.0.mlp.up_proj.weight"], fresh.state_dict()["model.layers.0.mlp.up_proj.weight"]
+    )
+    assert torch.equal(saved["model.embed_tokens.weight"], fresh.state_dict()["model.embed_tokens.weight"])  # frozen

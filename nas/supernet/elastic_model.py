@@ -59,13 +59,13 @@ class ElasticCausalLM:
             layer = layers[index]
             attn, mlp = layer.self_attn, layer.mlp
             kv_width = heads // shape.group_size * shape.head_dim
-            attn.q_proj.active_out_features = _active(heads * shape.head_dim, shape.num_heads * shape.head_dim)
-            attn.k_proj.active_out_features = _active(kv_width, shape.num_kv_heads * shape.head_dim)
-            attn.v_proj.active_out_features = attn.k_proj.active_out_features
-            attn.o_proj.active_out_features = hidden
-            mlp.gate_proj.active_out_features = _active(width, shape.intermediate_size)
-            mlp.up_proj.active_out_features = mlp.gate_proj.active_out_features
-            mlp.down_proj.active_out_features = hidden
+            _set_out(attn.q_proj, _active(heads * shape.head_dim, shape.num_heads * shape.head_dim))
+            _set_out(attn.k_proj, _active(kv_width, shape.num_kv_heads * shape.head_dim))
+            _set_out(attn.v_proj, _active(kv_width, shape.num_kv_heads * shape.head_dim))
+            _set_out(attn.o_proj, hidden)
+            _set_out(mlp.gate_proj, _active(width, shape.intermediate_size))
+            _set_out(mlp.up_proj, _active(width, shape.intermediate_size))
+            _set_out(mlp.down_proj, hidden)
             # The KV cache is indexed by execution position, so generation works with any kept layers.
             attn.layer_idx = position
         self.model.embed_tokens.active_embedding_dim = hidden
@@ -76,9 +76,9 @@ class ElasticCausalLM:
         """Run the whole super-network again."""
         for layer in self.model.layers:
             for name in _ATTENTION:
-                getattr(layer.self_attn, name).active_out_features = None
+                _set_out(getattr(layer.self_attn, name), None)
             for name in _MLP:
-                getattr(layer.mlp, name).active_out_features = None
+                _set_out(getattr(layer.mlp, name), None)
             layer.self_attn.layer_idx = layer.self_attn.nas_layer_index
         self.model.embed_tokens.active_embedding_dim = None
         self.model.layers.set_active(None)
@@ -106,6 +106,14 @@ class ElasticCausalLM:
         base = next(cls for cls in type(self).__mro__ if cls in ELASTIC_CLASSES)
         config["architectures"] = [base.__name__]
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _set_out(module: nn.Module, width: int | None) -> None:
+    """Set an elastic linear's active output width, through a LoRA wrapper (and its B adapters) if any."""
+    base = getattr(module, "base_layer", module)
+    base.active_out_features = width
+    for adapter in getattr(module, "lora_B", {}).values():
+        adapter.active_out_features = width
 
 
 def _active(width: int, full: int) -> int | None:

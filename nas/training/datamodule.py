@@ -81,6 +81,11 @@ class InstructionDataModule(L.LightningDataModule):
             return
         assert self.tokenizer is not None, "call bind(tokenizer) first"
         records = self.check_records()
+        if len(records) <= self.val_size:
+            raise DataFormatError(
+                f"{len(records)} records leave none for training after holding out data.val_size={self.val_size}; "
+                "lower data.val_size or raise data.limit."
+            )
         order = list(range(len(records)))
         random.Random(self.seed).shuffle(order)
         val_ids = set(order[: self.val_size])
