@@ -188,3 +188,17 @@ def test_sub_network_gradient_only_on_its_slices(tiny, tiny_inputs, space):
     assert all(p.grad is None for p in model.model.layers[3].parameters())
     assert model.model.layers[0].mlp.up_proj.weight.grad[32:].abs().sum() == 0
     model.zero_grad(set_to_none=True)
+
+
+def test_packing_fills_whole_sequences_and_keeps_labels(tiny):
+    from nas.training.instruction_data import pack
+
+    _, tokenizer = tiny
+    records = [{"instruction": f"Question {i}?", "output": "answer " * i} for i in range(1, 8)]
+    examples = [tokenize_record(r, tokenizer, 512, False) for r in records]
+    packed = pack(examples, 64)
+    assert packed and all(len(e.input_ids) == len(e.labels) == 64 for e in packed)
+    flat_ids = sum((e.input_ids for e in examples), [])
+    flat_labels = sum((e.labels for e in examples), [])
+    assert sum((e.input_ids for e in packed), []) == flat_ids[: 64 * len(packed)]
+    assert sum((e.labels for e in packed), []) == flat_labels[: 64 * len(packed)]

@@ -19,6 +19,7 @@ from nas.training.instruction_data import (
     TokenizedExample,
     collate,
     load_alpaca_records,
+    pack,
     tokenize_record,
 )
 
@@ -42,6 +43,7 @@ class InstructionDataModule(L.LightningDataModule):
         batch_size: examples per micro-batch.
         val_size: examples held out for validation.
         train_on_prompt: also put the prompt tokens in the loss.
+        packing: concatenate training examples into full `max_length` sequences instead of padding.
         seed: split and shuffle seed.
         limit: use only the first N records (quick runs); None for all.
     """
@@ -56,13 +58,14 @@ class InstructionDataModule(L.LightningDataModule):
         batch_size: int = 4,
         val_size: int = 32,
         train_on_prompt: bool = False,
+        packing: bool = False,
         seed: int = 0,
         limit: int | None = None,
     ) -> None:
         super().__init__()
         self.source, self.path, self.hub_id, self.data_dir = source, path, hub_id, data_dir
         self.max_length, self.batch_size, self.val_size = max_length, batch_size, val_size
-        self.train_on_prompt, self.seed, self.limit = train_on_prompt, seed, limit
+        self.train_on_prompt, self.packing, self.seed, self.limit = train_on_prompt, packing, seed, limit
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.train_examples: list[TokenizedExample] = []
         self.val_examples: list[TokenizedExample] = []
@@ -94,6 +97,8 @@ class InstructionDataModule(L.LightningDataModule):
         )
         self.train_examples = _with_targets([tokenize(records[i]) for i in range(len(records)) if i not in val_ids])
         self.val_examples = _with_targets([tokenize(records[i]) for i in sorted(val_ids)])
+        if self.packing:
+            self.train_examples = _with_targets(pack(self.train_examples, self.max_length))
         if not self.train_examples:
             raise DataFormatError(
                 f"No training example keeps a response token within data.max_length={self.max_length}; raise it."

@@ -90,6 +90,22 @@ def tokenize_record(
     return TokenizedExample(ids, labels)
 
 
+def pack(examples: Sequence[TokenizedExample], length: int) -> list[TokenizedExample]:
+    """Concatenate examples into sequences of exactly `length` tokens (the last partial one dropped).
+
+    Packing wastes no compute on padding; tokens may attend across example boundaries, as in the
+    usual simple packing.
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    for example in examples:
+        ids += example.input_ids
+        labels += example.labels
+    return [
+        TokenizedExample(ids[i : i + length], labels[i : i + length]) for i in range(0, len(ids) - length + 1, length)
+    ]
+
+
 def collate(examples: Sequence[TokenizedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch; padding is masked from attention and loss."""
     width = max(len(e.input_ids) for e in examples)
