@@ -90,7 +90,8 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         model.save_pretrained(output_dir / "supernet")
         tokenizer.save_pretrained(output_dir / "supernet")
         summary["supernet"] = str(output_dir / "supernet")
-    (output_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if trainer.is_global_zero:
+        (output_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("Done: %s", summary)
     return summary
 

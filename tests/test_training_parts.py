@@ -202,3 +202,13 @@ def test_packing_fills_whole_sequences_and_keeps_labels(tiny):
     flat_labels = sum((e.labels for e in examples), [])
     assert sum((e.input_ids for e in packed), []) == flat_ids[: 64 * len(packed)]
     assert sum((e.labels for e in packed), []) == flat_labels[: 64 * len(packed)]
+
+
+def test_batch_stream_splits_global_batches_between_processes():
+    single = iter(ResumableBatchSampler(12, 2, seed=5))
+    global_batches = [next(single) for _ in range(8)]
+    ranks = [iter(ResumableBatchSampler(12, 2, seed=5, rank=r, world_size=2)) for r in (0, 1)]
+    per_rank = [[next(it) for _ in range(4)] for it in ranks]
+    assert per_rank[0] == global_batches[0::2] and per_rank[1] == global_batches[1::2]
+    resumed = iter(ResumableBatchSampler(12, 2, seed=5, start=2, rank=1, world_size=2))
+    assert next(resumed) == global_batches[5]

@@ -77,8 +77,14 @@ def reference_tasks(task: MultipleChoiceTask, docs: Sequence[Doc], data_dir: Any
     by_subject: dict[str, list[Doc]] = {}
     for doc in docs:
         by_subject.setdefault(doc["subject"], []).append(doc)
+    # A distinct lm-eval task name per shot count, so 0-shot and 5-shot MMLU can run in one call.
+    suffix = f"_{task.num_fewshot}shot" if task.num_fewshot else ""
     return [
-        _task_on_docs(f"mmlu_{subject}", {"test": subject_docs, "dev": dev[subject]}, overrides)
+        _task_on_docs(
+            f"mmlu_{subject}",
+            {"test": subject_docs, "dev": dev[subject]},
+            {**overrides, "task": f"mmlu_{subject}{suffix}"},
+        )
         for subject, subject_docs in by_subject.items()
     ]
 

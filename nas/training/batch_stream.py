@@ -14,14 +14,28 @@ from torch.utils.data import Sampler
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
-    """Endless seeded batches of dataset indices, starting at batch `start`."""
+    """Endless seeded batches of dataset indices, starting at this process's batch `start`.
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, start: int = 0, drop_last: bool = True) -> None:
+    With several processes (DDP), process `rank` of `world_size` takes global batches rank,
+    rank + world_size, ... so together they see each global batch once.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        seed: int,
+        start: int = 0,
+        drop_last: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if num_items < batch_size:
             raise ValueError(
                 f"{num_items} training items cannot fill one batch of {batch_size}; lower data.batch_size."
             )
         self.num_items, self.batch_size, self.seed, self.start = num_items, batch_size, seed, start
+        self.rank, self.world_size = rank, world_size
         self.per_epoch = num_items // batch_size if drop_last else -(-num_items // batch_size)
 
     def _epoch_order(self, epoch: int) -> list[int]:
@@ -29,11 +43,11 @@ class ResumableBatchSampler(Sampler[list[int]]):
         return torch.randperm(self.num_items, generator=generator).tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
-        batch = self.start
+        batch = self.start * self.world_size + self.rank
+        cached_epoch, order = -1, []
         while True:
             epoch, position = divmod(batch, self.per_epoch)
-            order = self._epoch_order(epoch)
-            while position < self.per_epoch:
-                yield order[position * self.batch_size : (position + 1) * self.batch_size]
-                position += 1
-                batch += 1
+            if epoch != cached_epoch:
+                cached_epoch, order = epoch, self._epoch_order(epoch)
+            yield order[position * self.batch_size : (position + 1) * self.batch_size]
+            batch += self.world_size

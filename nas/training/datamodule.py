@@ -118,7 +118,10 @@ class InstructionDataModule(L.LightningDataModule):
         # restored from the checkpoint before this is called.
         module = self.trainer.lightning_module if self.trainer else None
         start = self.trainer.global_step * getattr(module, "accumulate", 1) if self.trainer else 0
-        sampler = ResumableBatchSampler(len(self.train_examples), self.batch_size, self.seed, start=start)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler = ResumableBatchSampler(
+            len(self.train_examples), self.batch_size, self.seed, start=start, rank=rank, world_size=world
+        )
         return DataLoader(self.train_examples, batch_sampler=sampler, collate_fn=self._collate())
 
     def val_dataloader(self) -> DataLoader:
