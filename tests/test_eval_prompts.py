@@ -7,10 +7,17 @@ import os
 import numpy as np
 import pytest
 
+from nas.data_paths import resolve_data_dir
+from nas.errors import DataNotFoundError
 from nas.evaluation import mc_metrics
 from nas.evaluation.lm_eval_reference import reference_tasks
 from nas.evaluation.registry import available_tasks, load_task
 from nas.evaluation.task import Selection
+
+try:
+    resolve_data_dir()
+except DataNotFoundError:
+    pytest.skip("needs the offline data folder (NAS_DATA_DIR or ../shared/data)", allow_module_level=True)
 
 # Items per task (per MMLU subject); NAS_PROMPT_CHECK_ALL=1 checks every document of every task.
 LIMIT = None if os.environ.get("NAS_PROMPT_CHECK_ALL") else 12

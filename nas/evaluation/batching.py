@@ -100,7 +100,10 @@ def _collate(rows: Sequence[PackedRow], offsets: Sequence[int], prefix: torch.Te
     input_ids = torch.zeros(count, size, dtype=torch.long)
     position_ids = torch.zeros(count, size, dtype=torch.long)
     branch = torch.full((count, size), -1, dtype=torch.long)
-    score_row, score_col, score_target, request_ids = [], [], [], []
+    score_row: list[int] = []
+    score_col: list[int] = []
+    score_target: list[int] = []
+    request_ids: list[int] = []
     for b, (row, offset) in enumerate(zip(rows, offsets)):
         n = len(row)
         input_ids[b, :n] = torch.tensor(row.tokens)

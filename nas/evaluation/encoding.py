@@ -58,7 +58,7 @@ class RequestEncoder:
         self.max_len = max_len
         self.add_bos_token = add_bos_token
         self.prefix_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        self._bos_text = tokenizer.decode(self.prefix_token_id) if self.prefix_token_id is not None else None
+        self._bos_text = str(tokenizer.decode(self.prefix_token_id)) if self.prefix_token_id is not None else None
 
     def _kwargs(self, text: str) -> dict[str, bool]:
         # HFLM.tok_encode: never add special tokens to a string that already starts with the BOS text.

@@ -8,13 +8,14 @@ from typing import Any
 
 
 @cache
-def _forward_takes_cache(cls: type) -> bool:
+def _forward_takes_cache(cls: Any) -> bool:
     return "cache" in inspect.signature(cls.forward).parameters
 
 
 def cache_kwargs(module: Any, kv_cache: Any) -> dict[str, Any]:
     """`{"cache": kv_cache}` for transformers >= 5.24 (`past_key_values` before, now deprecated)."""
-    return {"cache" if _forward_takes_cache(type(module)) else "past_key_values": kv_cache}
+    takes_cache = _forward_takes_cache(module.__class__)
+    return {"cache" if takes_cache else "past_key_values": kv_cache}
 
 
 def cache_of(output: Any) -> Any:

@@ -43,7 +43,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _separable_head(model: torch.nn.Module) -> bool:
+def _separable_head(model: Any) -> bool:
     # Models that post-process logits (soft-capping, scaling) need the full forward.
     config = getattr(model, "config", None)
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None):
@@ -54,7 +54,7 @@ def _separable_head(model: torch.nn.Module) -> bool:
 KV = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-def _prefix_kv(model: torch.nn.Module, prefix: torch.Tensor) -> KV:
+def _prefix_kv(model: Any, prefix: torch.Tensor) -> KV:
     """Per-layer keys and values of the shared prefix, [1, kv_heads, P, head_dim] each."""
     positions = torch.arange(prefix.numel(), device=prefix.device)[None]
     out = model.get_decoder()(input_ids=prefix[None], position_ids=positions, use_cache=True)
@@ -62,7 +62,7 @@ def _prefix_kv(model: torch.nn.Module, prefix: torch.Tensor) -> KV:
     return [(layer.keys, layer.values) for layer in cache_of(out).layers if layer.is_initialized]
 
 
-def _lend(model: torch.nn.Module, kv: KV, rows: int) -> dict[str, Any]:
+def _lend(model: Any, kv: KV, rows: int) -> dict[str, Any]:
     """The prefix's KV cache expanded over `rows` rows, as the decoder's cache argument."""
     from transformers import DynamicCache
 
@@ -70,7 +70,7 @@ def _lend(model: torch.nn.Module, kv: KV, rows: int) -> dict[str, Any]:
     return cache_kwargs(model.get_decoder(), lent)
 
 
-def _scored_logits(model: torch.nn.Module, batch: Batch, mask: torch.Tensor, extra: dict[str, Any]) -> torch.Tensor:
+def _scored_logits(model: Any, batch: Batch, mask: torch.Tensor, extra: dict[str, Any]) -> torch.Tensor:
     inputs = {"input_ids": batch.input_ids, "attention_mask": mask, "position_ids": batch.position_ids}
     if _separable_head(model):
         hidden = model.get_decoder()(**inputs, use_cache=False, **extra).last_hidden_state

@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from nas.cli import nas_error_behind
 from nas.evaluation.sources import UnknownTaskError
 from nas.evaluation.task import MultipleChoiceTask
 
@@ -34,10 +36,20 @@ def task_config(name: str) -> DictConfig:
     return cfg[name]
 
 
+def _instantiate(cfg: Any) -> MultipleChoiceTask:
+    try:
+        return instantiate(cfg, _convert_="all")
+    except InstantiationException as exc:
+        # Hydra wraps the constructor's error; surface ours, whose message names the key to fix.
+        cause = nas_error_behind(exc)
+        if cause is None:
+            raise
+        raise cause from None
+
+
 def load_task(name: str, **overrides: Any) -> MultipleChoiceTask:
     """Instantiate a task by name, e.g. `load_task("mmlu", source="local")`."""
-    cfg = OmegaConf.merge(task_config(name), overrides)
-    return instantiate(cfg, _convert_="all")
+    return _instantiate(OmegaConf.merge(task_config(name), overrides))
 
 
 def build_tasks(cfg: Mapping[str, Any] | DictConfig) -> list[MultipleChoiceTask]:
@@ -46,5 +58,5 @@ def build_tasks(cfg: Mapping[str, Any] | DictConfig) -> list[MultipleChoiceTask]
     for name, node in cfg.items():
         if not isinstance(node, Mapping | DictConfig) or "_target_" not in node:
             raise _unknown(str(name))
-        tasks.append(instantiate(node, _convert_="all"))
+        tasks.append(_instantiate(node))
     return tasks
