@@ -32,3 +32,15 @@ def data_file(relative: str, configured: str | os.PathLike[str] | None = None) -
     if not path.is_file():
         raise DataNotFoundError(f"Expected {path} (from the data folder); check paths.data_dir or NAS_DATA_DIR.")
     return path
+
+
+def text_source(
+    text_file: str | os.PathLike[str] | None, relative: str, data_dir: str | os.PathLike[str] | None, setting: str
+) -> Path:
+    """`text_file` when given (checked to exist; `setting` names its config key), else `relative` in the data folder."""
+    if text_file is None:
+        return data_file(relative, data_dir)
+    path = Path(text_file).expanduser()
+    if not path.is_file():
+        raise DataNotFoundError(f"{setting}={text_file}: no such file.")
+    return path

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from nas.data_paths import data_file
-from nas.errors import DataNotFoundError, NASError
+from nas.data_paths import text_source
+from nas.errors import NASError
 
 
 class CalibrationError(NASError, ValueError):
@@ -55,12 +55,7 @@ class CalibrationSet:
         for key in ("num_samples", "seq_len", "batch_size"):
             if int(getattr(self, key)) < 1:
                 raise CalibrationError(f"calibration.{key}={getattr(self, key)}: use 1 or more.")
-        if self.text_file is not None:
-            self.path = Path(self.text_file).expanduser()
-            if not self.path.is_file():
-                raise DataNotFoundError(f"calibration.text_file={self.text_file}: no such file.")
-        else:
-            self.path = data_file(self.data_file, self.data_dir)
+        self.path = text_source(self.text_file, self.data_file, self.data_dir, "calibration.text_file")
 
     def documents(self) -> list[str]:
         """The file's documents: one per JSONL line, or the whole file."""

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from nas.data_paths import data_file
-from nas.errors import DataNotFoundError, NASError
+from nas.data_paths import text_source
+from nas.errors import NASError
 
 _IGNORE = -100  # label of the last position of each window, which has no next token
 
@@ -146,12 +146,7 @@ class PerplexityEvaluator:
     def __post_init__(self) -> None:
         # Check settings and find the file now, before the pipeline loads a model.
         _check_settings(self.seq_len, self.batch_size, self.max_tokens)
-        if self.text_file is not None:
-            self.path = Path(self.text_file).expanduser()
-            if not self.path.is_file():
-                raise DataNotFoundError(f"perplexity.text_file={self.text_file}: no such file.")
-        else:
-            self.path = data_file(self.data_file, self.data_dir)
+        self.path = text_source(self.text_file, self.data_file, self.data_dir, "perplexity.text_file")
         self._text: str | None = None
 
     @property
