@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
 import lightning as L
@@ -52,7 +52,9 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     model = instantiate(cfg.finetune, model=model)
     space = SearchSpace.from_config(cfg.search_space, model.config)
     sampler = instantiate(cfg.sampler, space=space, model=model)
-    module = SuperNetModule(model, strategy, sampler, **OmegaConf.to_container(cfg.optim, resolve=True))
+    module = SuperNetModule(
+        model, strategy, sampler, **cast(dict[str, Any], OmegaConf.to_container(cfg.optim, resolve=True))
+    )
     datamodule.bind(tokenizer)
     max_steps = datamodule.steps_for_epochs(cfg.epochs, module.accumulate) if cfg.epochs else cfg.trainer.max_steps
 

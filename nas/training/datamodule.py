@@ -6,10 +6,10 @@ import logging
 import math
 import random
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
 from nas.training.batch_stream import ResumableBatchSampler
@@ -122,7 +122,7 @@ class InstructionDataModule(L.LightningDataModule):
         sampler = ResumableBatchSampler(
             len(self.train_examples), self.batch_size, self.seed, start=start, rank=rank, world_size=world
         )
-        return DataLoader(self.train_examples, batch_sampler=sampler, collate_fn=self._collate())
+        return DataLoader(cast(Dataset, self.train_examples), batch_sampler=sampler, collate_fn=self._collate())
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_examples, batch_size=self.batch_size, collate_fn=self._collate())
+        return DataLoader(cast(Dataset, self.val_examples), batch_size=self.batch_size, collate_fn=self._collate())

@@ -51,7 +51,8 @@ class SuperNetModule(L.LightningModule):
         self.automatic_optimization = False
         self.model, self.strategy, self.sampler = model, strategy, sampler
         self.model.train()  # loaded models are in eval mode; Lightning no longer switches them
-        self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
+        self.lr, self.weight_decay = lr, weight_decay
+        self.betas: tuple[float, float] = (float(betas[0]), float(betas[1]))
         self.warmup_steps, self.min_lr_ratio = warmup_steps, min_lr_ratio
         self.accumulate, self.grad_clip = accumulate, grad_clip
         self._micro_batch = 0
@@ -77,6 +78,7 @@ class SuperNetModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         optimizer = self.optimizers()
+        assert not isinstance(optimizer, list)  # one optimizer, configured below
         step = self.global_step
         losses = self.strategy.step(self.model, batch, self.sampler, self.manual_backward, step, 1.0 / self.accumulate)
         for name, value in losses.items():
@@ -90,7 +92,8 @@ class SuperNetModule(L.LightningModule):
         if self._micro_batch % self.accumulate:
             return
         if self.grad_clip > 0:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+            # LightningOptimizer wraps the torch optimizer; Lightning accepts it here.
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")  # type: ignore[arg-type]
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         self.lr_schedulers().step()  # type: ignore[union-attr]

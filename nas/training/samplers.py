@@ -8,7 +8,7 @@ classes on an importance-reordered model (their config sets `reorder: true`).
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -146,7 +146,7 @@ def weight_magnitude(model: nn.Module, sub: SubNetwork) -> float:
         layer = model.get_submodule(f"model.layers.{index}")
         for name, (rows, cols) in layer_slices(shape, sub, position).items():
             if name in LINEAR_MODULES:
-                weight = layer.get_submodule(name).weight[:rows, :cols]
+                weight = cast(torch.Tensor, layer.get_submodule(name).weight)[:rows, :cols]
                 total += float(weight.abs().sum())
                 count += weight.numel()
     return total / count
