@@ -27,6 +27,7 @@ from nas.analysis.tables import Column, format_table
 from nas.cli import exit_on_nas_error
 from nas.evaluation.encoding import max_length
 from nas.evaluation.registry import build_tasks
+from nas.evaluation.speed import measure_exported
 from nas.supernet.metrics import sub_network_cost
 from nas.supernet.search_space import SearchSpace
 from nas.supernet.selection import check_spec, select_sub_network
@@ -72,19 +73,21 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     )
     build_seconds = time.perf_counter() - start
     results = evaluator.evaluate(model, sub)
-    speed = None
+    speed = exported_speed = None
     if meter is not None:
         with model.sub_network(sub):
             speed = meter.measure(model).to_dict()
+        if cfg.get("speed_exported"):
+            exported_speed = measure_exported(meter, model, sub).to_dict()
     seq_len = meter.prompt_len if meter is not None else 128
     rows = [
         {**r.to_dict(), "stderr": r.metrics.get(f"{r.metric}_stderr")} | {"groups": r.groups} for r in results.values()
     ]
     log.info("\n%s", format_table(rows, TABLE))
-    if speed is not None:
-        log.info(
-            "prefill %.0f tokens/s, decode %.1f tokens/s", speed["prefill_tokens_per_s"], speed["decode_tokens_per_s"]
-        )
+    for label, measured in (("live", speed), ("exported", exported_speed)):
+        if measured is not None:
+            tokens_per_s = (measured["prefill_tokens_per_s"], measured["decode_tokens_per_s"])
+            log.info("%s sub-network: prefill %.0f tokens/s, decode %.1f tokens/s", label, *tokens_per_s)
     output = {
         "model": str(getattr(model.config, "_name_or_path", "")),
         "subnet": spec,
@@ -98,6 +101,7 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         },
         "tasks": {name: r.to_dict() for name, r in results.items()},
         "speed": speed,
+        "speed_exported": exported_speed,
         "build_seconds": build_seconds,
     }
     output_dir = Path(output_dir)

@@ -195,3 +195,13 @@ def test_scores_and_stderr(tiny, data_dir):
     mmlu = results["mmlu"]
     assert set(mmlu.groups) == {"anatomy", "virology"} and mmlu.num_items == 12
     assert 0.0 <= results["mmlu_5shot"].score <= 1.0 and 0.0 < arc.forward_share <= 1.0
+
+
+def test_rows_of_groups_without_a_shared_prefix_share_batches(tiny, data_dir):
+    model, tokenizer = tiny
+    mmlu = load_task("mmlu", source="local", documents={"subjects": ["anatomy", "virology"]})
+    evaluator = Evaluator.for_model(model, tokenizer, [mmlu], limit=1, data_dir=data_dir, progress=False)
+    built = evaluator.tasks["mmlu"]
+    assert len(built.groups) == 2 and not any(g.prefix for g in built.groups)  # one item per subject
+    (batch,) = built.batches(4096, 64)
+    assert batch.input_ids.shape[0] == 2

@@ -19,12 +19,12 @@ SCALE = float(os.environ.get("NAS_FAITHFUL_ITEMS", "1"))
 # Items per task (MMLU: per subject), sized so both tests together take about three minutes on 2 cores;
 # NAS_FAITHFUL_ITEMS=10 checks ten times as many (except MMLU's one per subject).
 ITEMS = {
-    "arc_easy": 24,
-    "arc_challenge": 24,
-    "hellaswag": 12,
-    "piqa": 20,
-    "boolq": 12,
-    "winogrande": 30,
+    "arc_easy": 20,
+    "arc_challenge": 20,
+    "hellaswag": 10,
+    "piqa": 16,
+    "boolq": 10,
+    "winogrande": 24,
     "truthfulqa_mc1": 6,
     "truthfulqa_mc2": 6,
     "mmlu": 1,

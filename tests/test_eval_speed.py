@@ -31,3 +31,15 @@ def test_decode_can_be_skipped(tiny):
 def test_bad_settings():
     with pytest.raises(NASError, match="repeats"):
         ThroughputMeter(repeats=0)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "per-layer"])
+def test_exported_model_is_timed_too(tiny, kind):
+    from nas.evaluation.speed import measure_exported
+
+    model, _ = tiny
+    sub = SubNetwork((0, 2), (64, 64), (4, 4), 64) if kind == "uniform" else SubNetwork((0, 3), (32, 128), (2, 4), 64)
+    meter = ThroughputMeter(batch_size=1, prompt_len=8, new_tokens=2, warmup=0, repeats=1)
+    result = measure_exported(meter, model, sub)
+    assert result.prefill_tokens_per_s > 0 and result.decode_tokens_per_s > 0
+    assert model.active_sub_network is None  # the live model is left as it was

@@ -1,1 +1,19 @@
-"""Evaluation of sub-networks: perplexity on plain text (and, later, lm-eval tasks, size and latency)."""
+"""Evaluation of sub-networks: lm-eval tasks scored in place (faithful to lm-eval 0.4.13), perplexity, speed."""
+
+from __future__ import annotations
+
+from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.registry import available_tasks, load_task
+from nas.evaluation.results import TaskResult
+from nas.evaluation.speed import SpeedResult, ThroughputMeter
+from nas.evaluation.task import MultipleChoiceTask
+
+__all__ = [
+    "Evaluator",
+    "MultipleChoiceTask",
+    "SpeedResult",
+    "TaskResult",
+    "ThroughputMeter",
+    "available_tasks",
+    "load_task",
+]

@@ -46,13 +46,20 @@ class BuiltTask:
         return sum(len(g.prefix) + sum(len(r) for r in g.rows) for g in self.groups)
 
     def batches(self, batch_tokens: int, max_batch_size: int) -> list[Batch]:
+        """Length-sorted batches; rows of groups without a shared prefix are pooled into common batches."""
         key = (batch_tokens, max_batch_size)
         if key not in self._batches:
-            self._batches[key] = [
-                batch
-                for g in self.groups
-                for batch in make_batches(g.rows, g.offsets, batch_tokens, max_batch_size, g.prefix)
-            ]
+            pooled = RowGroup((), [], [])
+            batches = []
+            for g in self.groups:
+                if g.prefix:
+                    batches += make_batches(g.rows, g.offsets, batch_tokens, max_batch_size, g.prefix)
+                else:
+                    pooled.rows.extend(g.rows)
+                    pooled.offsets.extend(g.offsets)
+            if pooled.rows:
+                batches += make_batches(pooled.rows, pooled.offsets, batch_tokens, max_batch_size)
+            self._batches[key] = batches
         return self._batches[key]
 
     def score(self, lls: np.ndarray, greedy: np.ndarray, with_items: bool) -> TaskResult:

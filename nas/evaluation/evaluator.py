@@ -44,10 +44,12 @@ class Evaluator:
         limit, limit_mode, seed: which items (`Selection`); fixed for the evaluator's life, so every
             sub-network of a study sees the same items. `limit` applies per group (MMLU subject).
         data_dir: the offline data folder (None: `$NAS_DATA_DIR`, else ../shared/data).
-        batch_tokens: padded tokens per forward pass (batch size x longest row); None: 1024 on CPU
+        batch_tokens: padded tokens per forward pass (batch size x longest row); None: 512 on CPU
             (larger batches do not run faster there and pad more), 16384 on CUDA.
         max_batch_size: rows per forward pass at most.
-        share_prefix: read each document's context once for all its choices (off: one branch per request).
+        share_prefix: read each document's context once for all its choices, and a prefix common to a
+            whole group (MMLU subject, TruthfulQA's primer) once per evaluation (off: every request alone).
+        min_group_prefix: shortest group prefix (tokens) worth running once per evaluation.
         cache_file: JSON-lines file mirroring the results cache (None: memory only).
         progress: show a progress bar per evaluation.
     """
@@ -65,6 +67,7 @@ class Evaluator:
         batch_tokens: int | None = None,
         max_batch_size: int = 64,
         share_prefix: bool = True,
+        min_group_prefix: int = 32,
         cache_file: str | Path | None = None,
         progress: bool = True,
     ) -> None:
@@ -85,7 +88,8 @@ class Evaluator:
         self.cache = ResultsCache(cache_file)
         start = time.perf_counter()
         self.tasks: dict[str, BuiltTask] = {
-            t.name: build_task(t, self.encoder, self.selection, data_dir, share_prefix) for t in task_list
+            t.name: build_task(t, self.encoder, self.selection, data_dir, share_prefix, min_group_prefix)
+            for t in task_list
         }
         self.build_seconds = time.perf_counter() - start
         self.last_timer = ForwardTimer()
@@ -151,7 +155,7 @@ class Evaluator:
     def _batch_tokens(self, model: Any) -> int:
         if self.batch_tokens is not None:
             return self.batch_tokens
-        return 16384 if next(model.parameters()).device.type == "cuda" else 1024
+        return 16384 if next(model.parameters()).device.type == "cuda" else 512
 
     def _accumulate(self, timer: ForwardTimer) -> None:
         total = self.last_timer

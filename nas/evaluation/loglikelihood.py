@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from nas.errors import NASError
 from nas.evaluation.batching import Batch
 from nas.evaluation.hf_compat import cache_kwargs, cache_of
 
@@ -90,6 +91,12 @@ def score_batches(
     timer: ForwardTimer | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(log-likelihood, is_greedy) of every request, indexed by the batches' `request_ids`."""
+    attention = str(getattr(getattr(model, "config", None), "_attn_implementation", "") or "")
+    if "flash" in attention:
+        raise NASError(
+            f"The model uses attn_implementation={attention!r}, which takes no 4-D attention mask; the "
+            "prefix-shared evaluation needs one. Load the model with attn_implementation='sdpa' (or 'eager')."
+        )
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     lls = torch.zeros(num_requests, dtype=torch.float64, device=device)

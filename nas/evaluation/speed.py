@@ -9,11 +9,13 @@ load average next to them.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -132,3 +134,23 @@ class ThroughputMeter:
         for _ in range(self.new_tokens):
             out = model(input_ids=token, use_cache=True, **cache_kwargs(model, cache))
             cache, token = cache_of(out), out.logits[:, -1].argmax(dim=-1, keepdim=True)
+
+
+def measure_exported(meter: ThroughputMeter, model: Any, sub: Any) -> SpeedResult:
+    """The same measurement on `sub` exported as a standalone model (written to a temporary folder).
+
+    Per-layer (heterogeneous) sub-networks load through the modeling file the export writes beside the
+    weights (`trust_remote_code=True` on code this project generated); uniform ones need no remote code.
+    """
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    from nas.export.standalone import export_sub_network
+
+    param = next(model.parameters())
+    with tempfile.TemporaryDirectory(prefix="nas-speed-") as tmp:
+        folder = export_sub_network(model, sub, Path(tmp) / "export")
+        remote = "auto_map" in json.loads((Path(folder) / "config.json").read_text())
+        exported = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=remote, dtype=param.dtype)
+        return meter.measure(exported.to(param.device).eval())
