@@ -7,7 +7,6 @@ into non-overlapping windows of `seq_len` tokens; `num_samples` windows are draw
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 
 from nas.data_paths import text_source
 from nas.errors import NASError
+from nas.evaluation.sources import read_jsonl
 
 
 class CalibrationError(NASError, ValueError):
@@ -59,20 +59,14 @@ class CalibrationSet:
 
     def documents(self) -> list[str]:
         """The file's documents: one per JSONL line, or the whole file."""
-        text = self.path.read_text(encoding="utf-8")
         if self.path.suffix != ".jsonl":
-            return [text]
+            return [self.path.read_text(encoding="utf-8")]
         docs = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CalibrationError(f"{self.path} line {number} is not valid JSON ({exc}).") from exc
-            if not isinstance(record, dict) or not isinstance(record.get(self.text_field), str):
+        # read_jsonl splits on "\n" only (C4 text holds U+2028 inside strings) and names bad lines.
+        for number, record in enumerate(read_jsonl(self.path), start=1):
+            if not isinstance(record.get(self.text_field), str):
                 raise CalibrationError(
-                    f"{self.path} line {number} has no string field {self.text_field!r}; "
+                    f"{self.path} record {number} has no string field {self.text_field!r}; "
                     "set calibration.text_field to the field holding the text."
                 )
             docs.append(record[self.text_field])
