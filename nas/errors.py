@@ -25,3 +25,7 @@ class UnsupportedModelError(NASError, TypeError):
 
 class DataNotFoundError(NASError, FileNotFoundError):
     """A dataset file that is not where the configuration says it is."""
+
+
+class SearchConfigError(NASError, ValueError):
+    """A search configuration (objectives, budget, storage, study) that cannot run as given."""

@@ -1,0 +1,156 @@
+"""A vectorised NSGA-II (Deb et al. 2002) over integer choice indices, for searching cheap predictors.
+
+LINAS runs it on performance predictors for thousands of candidates per round, where Optuna's
+per-trial bookkeeping would cost more than the predictors. Operators as in Deb's reference code:
+binary tournament on (rank, crowding), SBX crossover and polynomial mutation on the continuous
+relaxation of the indices, rounded back to the nearest index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from nas.search.pareto import pareto_mask
+
+
+def non_dominated_ranks(loss: np.ndarray) -> np.ndarray:
+    """Front number of each row (0 = non-dominated), lower loss better in every column."""
+    ranks = np.full(len(loss), -1, dtype=np.int64)
+    remaining = np.arange(len(loss))
+    front = 0
+    while remaining.size:
+        mask = pareto_mask(loss[remaining])
+        ranks[remaining[mask]] = front
+        remaining = remaining[~mask]
+        front += 1
+    return ranks
+
+
+def crowding_distance(loss: np.ndarray) -> np.ndarray:
+    """Deb's crowding distance of each row within its set (boundary rows infinite)."""
+    n, k = loss.shape
+    distance = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for j in range(k):
+        order = np.argsort(loss[:, j], kind="stable")
+        span = loss[order[-1], j] - loss[order[0], j]
+        distance[order[[0, -1]]] = np.inf
+        if span > 0:
+            distance[order[1:-1]] += (loss[order[2:], j] - loss[order[:-2], j]) / span
+    return distance
+
+
+def select_survivors(loss: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` best rows by (front, larger crowding distance)."""
+    ranks = non_dominated_ranks(loss)
+    crowding = np.zeros(len(loss))
+    for r in np.unique(ranks):
+        members = np.flatnonzero(ranks == r)
+        crowding[members] = crowding_distance(loss[members])
+    order = np.lexsort((-crowding, ranks))
+    return order[:count]
+
+
+@dataclass(frozen=True)
+class Operators:
+    """NSGA-II variation settings (LLaMA-NAS: crossover 0.9 / eta 15, mutation 0.02 / eta 20)."""
+
+    crossover_prob: float = 0.9
+    crossover_eta: float = 15.0
+    mutation_prob: float = 0.02
+    mutation_eta: float = 20.0
+
+
+def _sbx(a: np.ndarray, b: np.ndarray, upper: np.ndarray, ops: Operators, rng: np.random.Generator) -> np.ndarray:
+    """One child per pair by simulated binary crossover (bounded form), per variable with prob 0.5."""
+    u = rng.random(a.shape)
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    diff = np.maximum(high - low, 1e-12)
+    beta = 1.0 + 2.0 * np.minimum(low, upper - high) / diff
+    alpha = 2.0 - beta ** -(ops.crossover_eta + 1.0)
+    betaq = np.where(
+        u <= 1.0 / alpha,
+        (u * alpha) ** (1.0 / (ops.crossover_eta + 1.0)),
+        (1.0 / np.maximum(2.0 - u * alpha, 1e-12)) ** (1.0 / (ops.crossover_eta + 1.0)),
+    )
+    side = rng.random(a.shape) < 0.5
+    child = 0.5 * ((low + high) + np.where(side, -1.0, 1.0) * betaq * (high - low))
+    swap = (rng.random(a.shape) < 0.5) & (high - low > 1e-12)
+    child = np.where(swap, child, np.where(rng.random(a.shape) < 0.5, a, b))
+    crossed = rng.random(len(a)) < ops.crossover_prob
+    return np.where(crossed[:, None], child, a)
+
+
+def _polynomial_mutation(x: np.ndarray, upper: np.ndarray, ops: Operators, rng: np.random.Generator) -> np.ndarray:
+    span = np.maximum(upper, 1e-12)
+    delta1, delta2 = x / span, (upper - x) / span
+    u = rng.random(x.shape)
+    power = 1.0 / (ops.mutation_eta + 1.0)
+    low_side = u < 0.5
+    xy = np.where(low_side, 1.0 - delta1, 1.0 - delta2)
+    val = np.where(
+        low_side,
+        2.0 * u + (1.0 - 2.0 * u) * xy ** (ops.mutation_eta + 1.0),
+        2.0 * (1.0 - u) + 2.0 * (u - 0.5) * xy ** (ops.mutation_eta + 1.0),
+    )
+    deltaq = np.where(low_side, val**power - 1.0, 1.0 - val**power)
+    mutate = (rng.random(x.shape) < ops.mutation_prob) & (upper > 0)
+    return np.where(mutate, x + deltaq * span, x)
+
+
+def offspring(
+    population: np.ndarray, loss: np.ndarray, upper: np.ndarray, ops: Operators, rng: np.random.Generator
+) -> np.ndarray:
+    """A new generation of integer index vectors from binary tournaments, SBX and mutation."""
+    n = len(population)
+    ranks = non_dominated_ranks(loss)
+    crowd = crowding_distance(loss)
+
+    def tournament() -> np.ndarray:
+        i, j = rng.integers(0, n, size=(2, n))
+        i_wins = (ranks[i] < ranks[j]) | ((ranks[i] == ranks[j]) & (crowd[i] >= crowd[j]))
+        return np.where(i_wins, i, j)
+
+    a, b = population[tournament()].astype(float), population[tournament()].astype(float)
+    child = _polynomial_mutation(_sbx(a, b, upper, ops, rng), upper, ops, rng)
+    return np.clip(np.rint(child), 0, upper).astype(np.int64)
+
+
+def evolve(
+    initial: np.ndarray,
+    losses_of: Callable[[np.ndarray], np.ndarray],
+    upper: np.ndarray,
+    generations: int,
+    ops: Operators,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run NSGA-II from `initial`; returns every distinct candidate seen and its losses."""
+    population = initial.astype(np.int64)
+    loss = losses_of(population)
+    seen: dict[bytes, int] = {}
+    archive: list[np.ndarray] = []
+    archive_loss: list[np.ndarray] = []
+
+    def remember(rows: np.ndarray, rows_loss: np.ndarray) -> None:
+        for row, row_loss in zip(rows, rows_loss):
+            key = row.tobytes()
+            if key not in seen:
+                seen[key] = len(archive)
+                archive.append(row)
+                archive_loss.append(row_loss)
+
+    remember(population, loss)
+    for _ in range(generations):
+        children = offspring(population, loss, upper, ops, rng)
+        children_loss = losses_of(children)
+        remember(children, children_loss)
+        merged, merged_loss = np.vstack([population, children]), np.vstack([loss, children_loss])
+        _, unique = np.unique(merged, axis=0, return_index=True)  # elitism over distinct individuals
+        merged, merged_loss = merged[np.sort(unique)], merged_loss[np.sort(unique)]
+        keep = select_survivors(merged_loss, len(population))
+        population, loss = merged[keep], merged_loss[keep]
+    return np.array(archive), np.array(archive_loss)

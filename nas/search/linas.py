@@ -1,0 +1,210 @@
+"""LINAS (Cummings et al. 2022; LLaMA-NAS sec. 3.2) as an Optuna sampler.
+
+Rounds: the first `population_size` trials are uniform random; then, whenever no candidate is
+waiting, a round is planned: one predictor per measured objective is fitted on every real evaluation
+so far (analytic objectives such as size are computed exactly), NSGA-II runs on the predictions for
+`generations` x `inner_population` candidates, and the `population_size` most promising candidates
+not yet evaluated are enqueued in the study. Trials (in this or other worker processes) then take them
+one by one for real evaluation. Enqueued trials carry their round and predicted values, so the next
+round measures the predictors prospectively on them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.search.encoding import SearchEncoding
+from nas.search.evolution import Operators, evolve, select_survivors
+from nas.search.objectives import Objective
+from nas.search.pareto import losses
+from nas.search.predictors import PredictorQuality, fit_predictor
+from nas.supernet.subnetwork import SubNetwork
+
+log = logging.getLogger(__name__)
+
+ROUND_ATTR = "linas_round"
+PREDICTED_ATTR = "linas_predicted"
+
+
+def real_evaluations(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed trials that were evaluated for real (not look-ups of a duplicate)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("evaluated")]
+
+
+class LinasSampler(BaseSampler):
+    """NSGA-II on performance predictors, sending one population per round to real evaluation.
+
+    Args:
+        encoding: the search space's encoding.
+        objectives: the study's objectives.
+        analytic: exact values of the analytic objectives of a sub-network.
+        population_size: sub-networks evaluated for real per round (and in the first random round).
+        inner_population, generations: the predictor-driven NSGA-II's size and length.
+        operators: its variation settings.
+        predictor: `svr` or `ridge`.
+        seed: seeds the random round, the inner NSGA-II and the predictors' folds.
+        on_round: called with each round's record (round, sizes, predictor quality), e.g. to log it.
+    """
+
+    def __init__(
+        self,
+        encoding: SearchEncoding,
+        objectives: Sequence[Objective],
+        analytic: Callable[[SubNetwork], dict[str, float]],
+        population_size: int = 50,
+        inner_population: int = 200,
+        generations: int = 50,
+        operators: Operators | None = None,
+        predictor: str = "svr",
+        seed: int | None = None,
+        on_round: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.encoding = encoding
+        self.objectives = list(objectives)
+        self.analytic = analytic
+        self.population_size = population_size
+        self.inner_population = inner_population
+        self.generations = generations
+        self.operators = operators or Operators()
+        self.predictor = predictor
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.on_round = on_round
+        self._random = RandomSampler(seed=seed)
+
+    def reseed_rng(self) -> None:
+        self._random.reseed_rng()
+        self.rng = np.random.default_rng()
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.encoding.distributions()
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if "fixed_params" in trial.system_attrs:  # an enqueued candidate of a planned round
+            return {}
+        real = real_evaluations(study)
+        if len(real) < self.population_size:
+            return {}  # the initial population: uniform random
+        planned = self.plan_round(study, real)
+        if not planned:
+            return {}
+        first, *rest = planned
+        for params, predicted, round_number in rest:
+            study.enqueue_trial(
+                params, user_attrs={ROUND_ATTR: round_number, PREDICTED_ATTR: predicted}, skip_if_exists=True
+            )
+        params, predicted, round_number = first
+        study._storage.set_trial_user_attr(trial._trial_id, ROUND_ATTR, round_number)
+        study._storage.set_trial_user_attr(trial._trial_id, PREDICTED_ATTR, predicted)
+        return params
+
+    # --- one round ---------------------------------------------------------------------------
+
+    def plan_round(
+        self, study: optuna.Study, real: list[FrozenTrial]
+    ) -> list[tuple[dict[str, int], dict[str, float], int]]:
+        """Fit, search the predictors, and return this round's candidates (params, predictions, round)."""
+        all_trials = study.get_trials(deepcopy=False)
+        round_number = 1 + max((int(t.user_attrs.get(ROUND_ATTR, 0)) for t in all_trials), default=0)
+        subs = [self.encoding.decode(t.params) for t in real]
+        features = self.encoding.features(subs)
+        values = np.array([t.values for t in real], dtype=np.float64)
+        record: dict[str, Any] = {"round": round_number, "n_train": len(real), "objectives": {}}
+        predictors: dict[str, object] = {}
+        previous = [
+            t for t in real if t.user_attrs.get(ROUND_ATTR) == round_number - 1 and PREDICTED_ATTR in t.user_attrs
+        ]
+        for j, objective in enumerate(self.objectives):
+            if objective.analytic:
+                continue
+            model, cv = fit_predictor(self.predictor, features, values[:, j], seed=round_number)
+            predictors[objective.name] = model
+            entry = {"cv": cv.to_dict()}
+            if previous:  # predictions made last round for sub-networks evaluated since
+                true = np.array([t.values[j] for t in previous])
+                guess = np.array([t.user_attrs[PREDICTED_ATTR][objective.name] for t in previous])
+                entry["prospective"] = PredictorQuality.of(true, guess).to_dict()
+            record["objectives"][objective.name] = entry
+        start_rows = self.encoding.index_matrix(subs)  # canonical indices of what was evaluated
+        evaluated = {tuple(row) for row in start_rows.tolist()}
+        reference = {o.name: 1.0 for o in self.objectives}
+
+        def predict(rows: np.ndarray) -> np.ndarray:
+            candidates = self.encoding.decode_rows(rows)
+            feats = self.encoding.features(candidates)
+            columns = []
+            for o in self.objectives:
+                if o.analytic:
+                    columns.append(np.array([self.analytic(s)[o.name] for s in candidates]))
+                else:
+                    columns.append(np.asarray(predictors[o.name].predict(feats), dtype=np.float64))  # type: ignore[attr-defined]
+            return np.stack(columns, axis=1)
+
+        def loss_of(rows: np.ndarray) -> np.ndarray:
+            return losses(predict(rows), self.objectives, reference)
+
+        upper = np.array([len(c) - 1 for c in self.encoding.choices.values()], dtype=np.int64)
+        # Start from the best real evaluations, topped up with random individuals.
+        best = start_rows[select_survivors(losses(values, self.objectives, reference), self.inner_population)]
+        extra = self.rng.integers(0, upper + 1, size=(max(0, self.inner_population - len(best)), len(upper)))
+        initial = np.vstack([best, extra]) if len(extra) else best
+        archive, archive_loss = evolve(initial, loss_of, upper, self.generations, self.operators, self.rng)
+        record["candidates_scored"] = len(archive)
+        canonical = np.array([tuple(self.encoding.encode(s).values()) for s in self.encoding.decode_rows(archive)])
+        fresh = np.array([tuple(row) not in evaluated for row in canonical.tolist()])
+        _, first_of_each = np.unique(canonical, axis=0, return_index=True)
+        distinct = np.zeros(len(canonical), dtype=bool)
+        distinct[first_of_each] = True
+        pool = np.flatnonzero(fresh & distinct)
+        if len(pool) == 0:
+            log.warning("LINAS round %d: the predictors' search found no sub-network not evaluated yet.", round_number)
+            return []
+        # The most promising: the best fronts of the predicted losses, spread by crowding distance.
+        chosen = pool[select_survivors(archive_loss[pool], min(self.population_size, len(pool)))]
+        predictions = predict(archive[chosen])
+        record["selected"] = len(chosen)
+        if self.on_round is not None:
+            self.on_round(record)
+        self._log(record)
+        return [
+            (
+                dict(zip(self.encoding.names, (int(v) for v in canonical[i]))),
+                {o.name: float(p) for o, p in zip(self.objectives, pred)},
+                round_number,
+            )
+            for i, pred in zip(chosen, predictions)
+        ]
+
+    @staticmethod
+    def _log(record: dict[str, Any]) -> None:
+        parts = []
+        for name, entry in record["objectives"].items():
+            cv = entry["cv"]
+            text = f"{name}: cv tau {cv['kendall_tau']:.3f} mae {cv['mae']:.4g}"
+            if "prospective" in entry:
+                p = entry["prospective"]
+                text += f", last round tau {p['kendall_tau']:.3f} mae {p['mae']:.4g}"
+            parts.append(text)
+        log.info(
+            "LINAS round %d: %d real evaluations, %d candidates scored by predictors, %d sent; %s",
+            record["round"],
+            record["n_train"],
+            record["candidates_scored"],
+            record.get("selected", 0),
+            "; ".join(parts),
+        )

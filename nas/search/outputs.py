@@ -1,0 +1,118 @@
+"""What a study leaves in its run directory, computed from the study database alone.
+
+trials.csv        every trial: state, objective values, task metrics, sub-network, worker, timing
+pareto.csv/json   the non-dominated real evaluations, with their sub-networks
+hypervolume.csv   hypervolume (normalised by the reference model) after each real evaluation
+reference.json    the unmodified model's values
+summary.json      objectives, counts, final hypervolume, LINAS predictor quality per round
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.analysis.tables import write_csv, write_json
+from nas.search.encoding import SearchEncoding
+from nas.search.objectives import Objective
+from nas.search.pareto import hypervolume_history, loss_bounds, losses, pareto_mask
+from nas.search.study import REFERENCE_ATTR, WORKER_ATTR
+
+ROUNDS_ATTR = "linas_rounds"
+
+
+def evaluations(study: optuna.Study) -> list[FrozenTrial]:
+    """Real evaluations (not duplicate look-ups), in the order they completed."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("evaluated")]
+    return sorted(done, key=lambda t: (t.datetime_complete, t.number))
+
+
+def reference_values(study: optuna.Study) -> dict[str, float]:
+    return dict(study.user_attrs.get(REFERENCE_ATTR, {}).get("values", {}))
+
+
+def trial_row(t: FrozenTrial, objectives: Sequence[Objective], encoding: SearchEncoding) -> dict[str, Any]:
+    sub = encoding.decode(t.params) if t.params else None
+    row: dict[str, Any] = {
+        "number": t.number,
+        "state": t.state.name,
+        "evaluated": bool(t.user_attrs.get("evaluated")),
+        "duplicate_of": t.user_attrs.get("duplicate_of"),
+    }
+    row |= {o.name: (t.values[i] if t.values else None) for i, o in enumerate(objectives)}
+    row |= {k: v for k, v in t.user_attrs.get("details", {}).items()}
+    row |= {
+        "num_layers": sub.num_layers if sub else None,
+        "description": sub.describe() if sub else None,
+        "seconds": t.user_attrs.get("seconds"),
+        "worker": t.user_attrs.get(WORKER_ATTR),
+        "linas_round": t.user_attrs.get("linas_round"),
+        "predicted": t.user_attrs.get("linas_predicted"),
+        "started": t.datetime_start.isoformat() if t.datetime_start else None,
+        "completed": t.datetime_complete.isoformat() if t.datetime_complete else None,
+        "subnetwork": sub.to_dict() if sub else None,
+    }
+    return row
+
+
+def pareto_front(
+    study: optuna.Study, objectives: Sequence[Objective], encoding: SearchEncoding
+) -> list[dict[str, Any]]:
+    """The non-dominated real evaluations, sorted by the first objective."""
+    done = evaluations(study)
+    if not done:
+        return []
+    values = np.array([t.values for t in done])
+    mask = pareto_mask(losses(values, objectives, {o.name: 1.0 for o in objectives}))
+    front = [trial_row(t, objectives, encoding) for t, keep in zip(done, mask) if keep]
+    first = objectives[0]
+    return sorted(front, key=lambda r: r[first.name], reverse=first.maximize)
+
+
+def hypervolume_rows(study: optuna.Study, objectives: Sequence[Objective]) -> list[dict[str, Any]]:
+    """Hypervolume after each real evaluation (needs the reference values)."""
+    reference = reference_values(study)
+    done = evaluations(study)
+    if not done or not reference:
+        return []
+    loss = losses(np.array([t.values for t in done]), objectives, reference)
+    history = hypervolume_history(loss, loss_bounds(objectives))
+    return [
+        {"evaluations": i + 1, "trial": t.number, "hypervolume": hv} for i, (t, hv) in enumerate(zip(done, history))
+    ]
+
+
+def write_outputs(
+    study: optuna.Study, objectives: Sequence[Objective], encoding: SearchEncoding, out_dir: str | Path
+) -> dict[str, Any]:
+    """Write every output file; returns the summary."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    write_csv([trial_row(t, objectives, encoding) for t in trials], out / "trials.csv")
+    front = pareto_front(study, objectives, encoding)
+    write_csv(front, out / "pareto.csv")
+    write_json(front, out / "pareto.json")
+    hv = hypervolume_rows(study, objectives)
+    write_csv(hv, out / "hypervolume.csv")
+    reference = study.user_attrs.get(REFERENCE_ATTR, {})
+    write_json(reference, out / "reference.json")
+    states = [t.state.name for t in trials]
+    summary = {
+        "study_name": study.study_name,
+        "objectives": [o.to_dict() for o in objectives],
+        "evaluations": len(evaluations(study)),
+        "duplicates_skipped": sum(1 for t in trials if t.user_attrs.get("duplicate_of") is not None),
+        "trials": {s: states.count(s) for s in sorted(set(states))},
+        "pareto_size": len(front),
+        "hypervolume": hv[-1]["hypervolume"] if hv else None,
+        "reference": reference.get("values"),
+        "linas_rounds": study.user_attrs.get(ROUNDS_ATTR, []),
+    }
+    write_json(summary, out / "summary.json")
+    return summary

@@ -1,0 +1,58 @@
+"""Pareto fronts and hypervolume, normalised by the unmodified model (the reference point).
+
+Each objective is divided by the reference model's value and turned into a loss (maximised ones
+negated); the hypervolume is measured up to each objective's `hv_bound` (e.g. accuracy 0, size 1x the
+model's). With two objectives it is the fraction of the unit box [0, 1] x [0, 1] that the front covers:
+1.0 would be a sub-network as accurate as the model at zero size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from optuna._hypervolume import compute_hypervolume  # exact (WFG for 3+ objectives)
+
+from nas.search.objectives import Objective
+
+
+def losses(values: np.ndarray, objectives: Sequence[Objective], reference: Mapping[str, float]) -> np.ndarray:
+    """[n, k] values -> normalised losses (lower is better), value / reference, maximised ones negated."""
+    scale = np.array([reference[o.name] or 1.0 for o in objectives], dtype=np.float64)
+    sign = np.array([-1.0 if o.maximize else 1.0 for o in objectives])
+    return sign * np.asarray(values, dtype=np.float64).reshape(-1, len(objectives)) / scale
+
+
+def loss_bounds(objectives: Sequence[Objective]) -> np.ndarray:
+    return np.array([-o.hv_bound if o.maximize else o.hv_bound for o in objectives], dtype=np.float64)
+
+
+def pareto_mask(loss: np.ndarray) -> np.ndarray:
+    """True for rows no other row dominates (lower is better in every column). Duplicates all stay."""
+    loss = np.asarray(loss, dtype=np.float64)
+    if len(loss) == 0:
+        return np.zeros(0, dtype=bool)
+    no_worse = (loss[:, None, :] <= loss[None, :, :]).all(-1)  # [i, j]: i no worse than j everywhere
+    better = (loss[:, None, :] < loss[None, :, :]).any(-1)
+    dominated = (no_worse & better).any(0)
+    return np.asarray(~dominated, dtype=bool)
+
+
+def hypervolume(loss: np.ndarray, bounds: np.ndarray) -> float:
+    """Volume dominated by `loss` rows and bounded by `bounds` (rows beyond a bound add nothing)."""
+    loss = np.asarray(loss, dtype=np.float64).reshape(-1, len(bounds))
+    inside = loss[(loss < bounds).all(axis=1)]
+    if len(inside) == 0:
+        return 0.0
+    front = inside[pareto_mask(inside)]
+    return float(compute_hypervolume(np.unique(front, axis=0), bounds.astype(np.float64)))
+
+
+def hypervolume_history(loss: np.ndarray, bounds: np.ndarray) -> list[float]:
+    """Hypervolume after each of the rows in order (e.g. real evaluations by completion time)."""
+    history, front = [], np.zeros((0, len(bounds)))
+    for row in np.asarray(loss, dtype=np.float64):
+        front = np.vstack([front, row])
+        front = front[pareto_mask(front)]
+        history.append(hypervolume(front, bounds))
+    return history

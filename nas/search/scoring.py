@@ -1,0 +1,117 @@
+"""Scores a sub-network on every objective of a study, on the live super-network (no reload, no copy)."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.perplexity import PerplexityEvaluator, perplexity, tokenize
+from nas.evaluation.speed import ThroughputMeter
+from nas.search.objectives import Objective
+from nas.supernet.metrics import sub_network_cost
+from nas.supernet.subnetwork import SubNetwork
+
+
+class ObjectiveScorer:
+    """Objective values of sub-networks of one loaded model.
+
+    Args:
+        model: the elastic super-network.
+        tokenizer: its tokenizer.
+        objectives: what to measure.
+        evaluator: the task evaluator (built once; needed by accuracy objectives).
+        perplexity_evaluator: the text and settings of perplexity objectives.
+        meter: the speed meter of latency and throughput objectives.
+        seq_len: context length at which FLOPs per token are counted.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        objectives: Sequence[Objective],
+        evaluator: Evaluator | None = None,
+        perplexity_evaluator: PerplexityEvaluator | None = None,
+        meter: ThroughputMeter | None = None,
+        seq_len: int = 128,
+    ) -> None:
+        kinds = {o.kind for o in objectives}
+        missing = [
+            what
+            for what, needed, have in (
+                ("an evaluator (tasks)", "accuracy" in kinds, evaluator),
+                ("a perplexity config", "perplexity" in kinds, perplexity_evaluator),
+                ("a speed meter (speed config)", bool(kinds & {"latency", "throughput"}), meter),
+            )
+            if needed and have is None
+        ]
+        if missing:
+            raise ValueError(
+                f"ObjectiveScorer needs {', '.join(missing)} for objectives {[o.name for o in objectives]}."
+            )
+        self.model = model
+        self.objectives = list(objectives)
+        self.evaluator = evaluator
+        self.perplexity_evaluator = perplexity_evaluator
+        self.meter = meter
+        self.seq_len = seq_len
+        self._tokens: torch.Tensor | None = None
+        if perplexity_evaluator is not None and "perplexity" in kinds:
+            self._tokens = tokenize(tokenizer, perplexity_evaluator.text)  # once per process, not per trial
+
+    def full(self) -> SubNetwork:
+        return SubNetwork.full(self.model.shape)
+
+    def analytic(self, sub: SubNetwork) -> dict[str, float]:
+        """Values of the objectives that need no forward pass (parameters, size, FLOPs)."""
+        cost = sub_network_cost(self.model.shape, sub, self.seq_len)
+        out: dict[str, float] = {}
+        for o in self.objectives:
+            if o.kind == "params":
+                out[o.name] = float(cost.params)
+            elif o.kind == "size_gb":
+                out[o.name] = cost.size_gb(o.dtype)
+            elif o.kind == "flops":
+                out[o.name] = float(cost.flops_per_token)
+        return out
+
+    def __call__(self, sub: SubNetwork | None) -> tuple[dict[str, float], dict[str, Any]]:
+        """(objective values, details) of `sub`, or of the unmodified model when `sub` is None."""
+        sub = sub or self.full()
+        values = self.analytic(sub)
+        details: dict[str, Any] = {}
+        with self.model.sub_network(sub):
+            tasks = list(dict.fromkeys(t for o in self.objectives for t in o.tasks))
+            results = self.evaluator.evaluate(self.model, tasks=tasks) if tasks and self.evaluator else {}
+            for name, result in results.items():
+                details.update({f"{name}.{k}": v for k, v in result.metrics.items() if v is not None})
+            speed = None
+            for o in self.objectives:
+                if o.kind == "accuracy":
+                    scores = [results[t].metrics[o.metric] if o.metric else results[t].score for t in o.tasks]
+                    values[o.name] = float(statistics.fmean(float(s) for s in scores if s is not None))
+                elif o.kind == "perplexity":
+                    assert self.perplexity_evaluator is not None and self._tokens is not None
+                    p = self.perplexity_evaluator
+                    ppl = perplexity(self.model, self._tokens, p.seq_len, p.batch_size, p.max_tokens, False)
+                    values[o.name] = ppl.perplexity
+                elif o.kind in ("latency", "throughput"):
+                    assert self.meter is not None
+                    speed = speed or self.meter.measure(self.model)
+                    values[o.name] = self._speed_value(o, speed)
+                    details.update({"prefill_tokens_per_s": speed.prefill_tokens_per_s})
+                    details.update({"decode_tokens_per_s": speed.decode_tokens_per_s})
+        return {o.name: values[o.name] for o in self.objectives}, details
+
+    def _speed_value(self, objective: Objective, speed: Any) -> float:
+        assert self.meter is not None
+        tokens_per_s = speed.prefill_tokens_per_s if objective.mode == "prefill" else speed.decode_tokens_per_s
+        if objective.kind == "throughput":
+            return float(tokens_per_s)
+        # Latency of one forward: a prefill batch, or one decode step of the whole batch.
+        tokens_per_forward = self.meter.batch_size * (self.meter.prompt_len if objective.mode == "prefill" else 1)
+        return 1000.0 * tokens_per_forward / float(tokens_per_s)

@@ -1,0 +1,154 @@
+"""Search building blocks: objectives, encoding, Pareto fronts and hypervolume, the NumPy NSGA-II."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nas.errors import SearchConfigError
+from nas.search.encoding import SearchEncoding
+from nas.search.evolution import Operators, crowding_distance, evolve, non_dominated_ranks, offspring
+from nas.search.objectives import parse_objectives
+from nas.search.pareto import hypervolume, hypervolume_history, loss_bounds, losses, pareto_mask
+from nas.search.predictors import fit_predictor
+from nas.supernet.search_space import SearchSpace
+from nas.supernet.subnetwork import ModelShape
+
+SHAPE = ModelShape(
+    num_layers=6,
+    hidden_size=64,
+    intermediate_size=128,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    vocab_size=256,
+    tie_word_embeddings=True,
+)
+
+
+def llama_nas_space() -> SearchSpace:
+    return SearchSpace(
+        SHAPE,
+        "llama_nas",
+        num_layers={"choices": [0.5, 0.75, 1.0], "relative": True},
+        mlp={"choices": [0.5, 1.0], "relative": True, "per_layer": True},
+    )
+
+
+# --- objectives ------------------------------------------------------------------------------
+
+
+def test_objectives_parse_with_natural_directions_and_names():
+    objectives = parse_objectives(
+        [{"kind": "accuracy", "task": "arc_easy"}, "params", {"kind": "size_gb", "dtype": "int8"}]
+    )
+    assert [o.name for o in objectives] == ["arc_easy", "params", "size_gb_int8"]
+    assert [o.direction for o in objectives] == ["maximize", "minimize", "minimize"]
+    mean = parse_objectives([{"kind": "accuracy", "task": ["arc_easy", "piqa"], "metric": "acc"}, "flops"])[0]
+    assert mean.name == "mean(arc_easy,piqa).acc" and mean.tasks == ("arc_easy", "piqa")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ([{"kind": "accuracy", "task": "arc_easy"}], "at least two objectives"),
+        ([{"kind": "speedup"}, "params"], "unknown objective kind 'speedup'; available: .*accuracy"),
+        ([{"kind": "accuracy", "task": "arc_easy", "direction": "minimize"}, "params"], "accuracy is to maximize"),
+        ([{"kind": "params", "direction": "down"}, "flops"], "direction 'down' is not one of"),
+        ([{"kind": "accuracy"}, "params"], "needs a task"),
+        (["params", "params"], "must differ"),
+        ([{"kind": "size_gb", "dtype": "fp8"}, "params"], "dtype 'fp8'"),
+        ([{"kind": "params", "colour": 1}, "flops"], "unknown keys"),
+    ],
+)
+def test_bad_objectives_get_one_clear_error(spec, message):
+    with pytest.raises(SearchConfigError, match=message):
+        parse_objectives(spec)
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+
+def test_encoding_round_trips_and_features_ignore_dropped_layers():
+    space = llama_nas_space()
+    encoding = SearchEncoding(space)
+    assert set(encoding.distributions()) == set(space.parameters())
+    for seed in range(20):
+        sub = space.sample(seed)
+        assert encoding.decode(encoding.encode(sub)) == sub
+    short = space.smallest()
+    params = encoding.encode(short)
+    dropped = [n for n in encoding.names if n.startswith("mlp_") and int(n[4:]) not in short.layers]
+    assert dropped
+    other = dict(params) | {n: 0 for n in dropped}  # a different encoding of the same sub-network
+    assert encoding.decode(other) == short
+    assert np.array_equal(encoding.features([encoding.decode(other)]), encoding.features([short]))
+    f = encoding.features([space.largest()])[0]
+    assert f[: SHAPE.num_layers].tolist() == [1.0] * 6 and f[-2:].tolist() == [1.0, 1.0]
+
+
+# --- Pareto and hypervolume ------------------------------------------------------------------
+
+
+def test_pareto_mask_and_hypervolume_by_hand():
+    loss = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0], [2.5, 2.5], [2.0, 2.0]])
+    assert pareto_mask(loss).tolist() == [True, True, True, False, True]
+    # Staircase under reference point (4, 4): 3x1 + 2x1 + 1x1 = 6.
+    assert hypervolume(loss, np.array([4.0, 4.0])) == pytest.approx(6.0)
+    assert hypervolume(np.array([[5.0, 0.0]]), np.array([4.0, 4.0])) == 0.0  # beyond a bound: nothing
+    history = hypervolume_history(loss, np.array([4.0, 4.0]))
+    assert history == pytest.approx([3.0, 5.0, 6.0, 6.0, 6.0])
+
+
+def test_hypervolume_is_normalised_by_the_reference_model():
+    objectives = parse_objectives([{"kind": "accuracy", "task": "arc_easy"}, {"kind": "size_gb"}])
+    reference = {"arc_easy": 0.5, "size_gb_fp16": 2.0}
+    # The reference model itself covers nothing (it is the size bound); a half-size model with the
+    # same accuracy covers half of the unit box.
+    values = np.array([[0.5, 2.0], [0.5, 1.0]])
+    loss = losses(values, objectives, reference)
+    assert loss.tolist() == [[-1.0, 1.0], [-1.0, 0.5]]
+    assert hypervolume(loss[:1], loss_bounds(objectives)) == 0.0
+    assert hypervolume(loss, loss_bounds(objectives)) == pytest.approx(0.5)
+
+
+# --- NumPy NSGA-II ---------------------------------------------------------------------------
+
+
+def test_ranks_and_crowding():
+    loss = np.array([[0.0, 2.0], [1.0, 1.0], [2.0, 0.0], [2.0, 2.0], [3.0, 3.0]])
+    assert non_dominated_ranks(loss).tolist() == [0, 0, 0, 1, 2]
+    crowd = crowding_distance(loss[:3])
+    assert np.isinf(crowd[[0, 2]]).all() and crowd[1] == pytest.approx(2.0)
+
+
+def test_offspring_stay_in_bounds_and_evolve_finds_the_front():
+    rng = np.random.default_rng(0)
+    upper = np.array([1, 2, 1, 1, 2, 1])
+    pop = rng.integers(0, upper + 1, size=(20, 6))
+    children = offspring(pop, rng.random((20, 2)), upper, Operators(mutation_prob=0.3), rng)
+    assert children.shape == pop.shape and (children >= 0).all() and (children <= upper).all()
+
+    # Two conflicting objectives: sum of indices (min) vs sum of indices (max) of the first half only.
+    def loss_of(rows: np.ndarray) -> np.ndarray:
+        return np.stack([rows.sum(1), -(rows[:, :3].sum(1)) * 1.0], axis=1).astype(float)
+
+    archive, archive_loss = evolve(pop, loss_of, upper, 30, Operators(mutation_prob=0.2), rng)
+    best = archive[pareto_mask(archive_loss)]
+    # On the true front the last three indices are all zero.
+    assert (best[:, 3:] == 0).all()
+    assert len(np.unique(archive, axis=0)) == len(archive)
+
+
+def test_predictor_fits_and_reports_quality():
+    space = llama_nas_space()
+    encoding = SearchEncoding(space)
+    subs = [space.sample(s) for s in range(60)]
+    x = encoding.features(subs)
+    y = x.sum(1) + 0.01 * np.random.default_rng(0).standard_normal(len(subs))
+    for kind in ("svr", "ridge"):
+        model, quality = fit_predictor(kind, x, y, seed=0)
+        assert quality.kendall_tau > 0.8 and quality.n == 60
+        assert np.corrcoef(model.predict(x), y)[0, 1] > 0.95
+    with pytest.raises(SearchConfigError, match="available"):
+        fit_predictor("xgboost", x, y, seed=0)
