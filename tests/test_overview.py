@@ -1,4 +1,4 @@
-"""The pipeline job (`python -m nas.pipeline`) on tiny_llama with a small text: files, numbers, errors."""
+"""The overview job (`python -m nas.overview`) on tiny_llama with a small text: files, numbers, errors."""
 
 from __future__ import annotations
 
@@ -15,16 +15,16 @@ from omegaconf import OmegaConf
 from nas import SearchSpace, SubNetwork, load_model
 from nas.errors import InvalidSubNetworkError, NASError
 from nas.evaluation.perplexity import perplexity, tokenize
-from nas.pipeline import run_pipeline
+from nas.overview import run_overview
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "Sub-networks of one super-network share their weights, so scoring many of them is cheap. " * 12
 MAX_TOKENS, SEQ_LEN = 512, 64
 
 
-def compose_pipeline(*overrides: str):
+def compose_overview(*overrides: str):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("pipeline", overrides=list(overrides))
+        return compose("overview", overrides=list(overrides))
 
 
 def tiny_overrides(text_file: Path, *extra: str) -> list[str]:
@@ -48,10 +48,10 @@ def text_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, text_file):
-    """One pipeline run on tiny_llama; returns (config, output folder, returned results)."""
-    cfg = compose_pipeline(*tiny_overrides(text_file, "export.subnet=smallest"))
+    """One overview run on tiny_llama; returns (config, output folder, returned results)."""
+    cfg = compose_overview(*tiny_overrides(text_file, "export.subnet=smallest"))
     out = tmp_path_factory.mktemp("run")
-    return cfg, out, run_pipeline(cfg, out)
+    return cfg, out, run_overview(cfg, out)
 
 
 def test_writes_results_json_and_csv(run):
@@ -125,35 +125,26 @@ def test_bad_subnet_spec_fails_before_loading_the_model(text_file, tmp_path, mon
     def no_instantiate(*args, **kwargs):
         raise AssertionError("the model must not load when a sub-network name is wrong")
 
-    monkeypatch.setattr("nas.pipeline.instantiate", no_instantiate)
-    cfg = compose_pipeline(*tiny_overrides(text_file, "export.subnet=biggest"))
+    monkeypatch.setattr("nas.overview.instantiate", no_instantiate)
+    cfg = compose_overview(*tiny_overrides(text_file, "export.subnet=biggest"))
     with pytest.raises(
         InvalidSubNetworkError, match=r"Unknown sub-network 'biggest'; use full, largest, smallest, random:<seed>"
     ):
-        run_pipeline(cfg, tmp_path)
-    cfg = compose_pipeline(*tiny_overrides(text_file, "subnets.names=[random:x]"))
+        run_overview(cfg, tmp_path)
+    cfg = compose_overview(*tiny_overrides(text_file, "subnets.names=[random:x]"))
     with pytest.raises(InvalidSubNetworkError, match="not an integer"):
-        run_pipeline(cfg, tmp_path)
-    cfg = compose_pipeline(*tiny_overrides(text_file, "subnets.names=[]", "subnets.n_random=0"))
+        run_overview(cfg, tmp_path)
+    cfg = compose_overview(*tiny_overrides(text_file, "subnets.names=[]", "subnets.n_random=0"))
     with pytest.raises(NASError, match="Nothing to score"):
-        run_pipeline(cfg, tmp_path)
+        run_overview(cfg, tmp_path)
     assert not (tmp_path / "results.json").exists()
 
 
-def test_quickstart_experiment_composes():
-    cfg = compose_pipeline("experiments=quickstart")
-    assert cfg.name == "quickstart"
-    assert cfg.perplexity.max_tokens == 8192
-    assert cfg.model._target_.endswith("gguf_package_model")
-    assert cfg.search_space.name == "llama_nas"
-    assert "experiments" not in cfg  # a `# @package _global_` file, merged at the top level
-
-
 def run_main(*args: str, monkeypatch) -> None:
-    """`python -m nas.pipeline ARGS`, in this process (a subprocess would spend ~10 s importing)."""
-    from nas.pipeline import main
+    """`python -m nas.overview ARGS`, in this process (a subprocess would spend ~10 s importing)."""
+    from nas.overview import main
 
-    monkeypatch.setattr(sys, "argv", ["nas.pipeline", *args])
+    monkeypatch.setattr(sys, "argv", ["nas.overview", *args])
     main()
 
 
@@ -165,7 +156,7 @@ def test_command_line_writes_under_the_run_dir(text_file, tmp_path, monkeypatch)
     )
     rows = json.loads((run_dir / "results.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["full", "largest", "smallest", "random:0"]
-    assert "perplexity" in (run_dir / "pipeline.log").read_text()
+    assert "perplexity" in (run_dir / "overview.log").read_text()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert not (run_dir / "export").exists()
 

@@ -1,4 +1,4 @@
-"""`python -m nas.pipeline`: load a model, summarise its search space, score sub-networks, export one.
+"""`python -m nas.overview`: load a model, summarise its search space, score sub-networks, export one.
 
 Scores the full model, the space's largest and smallest sub-networks and `subnets.n_random` seeded
 random ones by perplexity (WikiText-2 by default) with their size and FLOPs, prints a table, writes
@@ -62,7 +62,7 @@ def export_metadata(
     return metadata
 
 
-def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
+def run_overview(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """The whole job; returns what it writes to `output_dir/results.json`."""
     output_dir = Path(output_dir)
     # Cheap checks first, so a typo fails before the model loads.
@@ -108,10 +108,10 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pipeline")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="overview")
 def main(cfg: DictConfig) -> None:
     with exit_on_nas_error():
-        run_pipeline(cfg, HydraConfig.get().runtime.output_dir)
+        run_overview(cfg, HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":
