@@ -53,7 +53,9 @@ class MemoScorer:
         return self.cache[key]
 
 
-def run_one(algorithm: str, seed: int, budget: int, args: argparse.Namespace, root: Path, cache: dict, counter: dict) -> list[float]:
+def run_one(
+    algorithm: str, seed: int, budget: int, args: argparse.Namespace, root: Path, cache: dict, counter: dict
+) -> list[float]:
     overrides = [
         f"search={algorithm}",
         f"search.seed={seed}",
@@ -107,8 +109,11 @@ def main() -> None:
                 t0 = time.perf_counter()
                 history = run_one(algorithm, seed, budget, args, Path(tmp), cache, counter)
                 histories[algorithm].append(history)
-                print(f"  {algorithm:<6} seed {seed}: {len(history)} evaluations, final hypervolume {history[-1]:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    print(f"\nHypervolume (normalised by the unmodified model) after n real evaluations, mean over seeds (min-max):")
+                print(
+                    f"  {algorithm:<6} seed {seed}: {len(history)} evaluations, final hypervolume {history[-1]:.4f} ({time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
+    print("\nHypervolume (normalised by the unmodified model) after n real evaluations, mean over seeds (min-max):")
     header = "algorithm " + "".join(f"{n:>18}" for n in CHECKPOINTS)
     print(header + "\n" + "-" * len(header))
     for algorithm, runs in histories.items():

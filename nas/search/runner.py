@@ -68,6 +68,7 @@ class SearchContext:
     cfg: DictConfig
     output_dir: Path
     model: Any
+    tokenizer: Any
     space: SearchSpace
     encoding: SearchEncoding
     objectives: list[Objective]
@@ -169,7 +170,7 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
         study.set_user_attr(ROUNDS_ATTR, [*rounds, record])
 
     study.sampler = make_sampler(cfg.search, encoding, objectives, scorer.analytic, seed, record_round)
-    return SearchContext(cfg, output_dir, model, space, encoding, objectives, scorer, study, resumed)
+    return SearchContext(cfg, output_dir, model, tokenizer, space, encoding, objectives, scorer, study, resumed)
 
 
 def evaluate_reference(ctx: SearchContext) -> dict[str, float]:

@@ -1,0 +1,132 @@
+"""Pareto-front plots (LLaMA-NAS Figs. 1-5): one accuracy-like objective against one cost.
+
+Every evaluated sub-network in grey, the front on these two objectives as a line with markers, the
+unmodified model as a red point and, when the pipeline quantized the Pareto set, each method's
+results (the cost is then the real memory footprint for size objectives) with their own marker,
+linked to the 16-bit point they came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.analysis import figures
+from nas.analysis.run import RunData
+from nas.analysis.units import cost_objectives, label, quality_objectives, scale, slug
+from nas.search.objectives import Objective
+from nas.search.pareto import losses, pareto_mask
+
+
+def pairs(objectives: list[Objective]) -> list[tuple[Objective, Objective]]:
+    """(accuracy-like, cost) pairs to plot; with no such pair, the first two objectives."""
+    out = [(q, c) for q in quality_objectives(objectives) for c in cost_objectives(objectives)]
+    return out or [(objectives[0], objectives[1])]
+
+
+def front_2d(x: np.ndarray, y: np.ndarray, x_obj: Objective, y_obj: Objective) -> np.ndarray:
+    """Indices of the points non-dominated on (x, y), ordered by x."""
+    if len(x) == 0:
+        return np.zeros(0, dtype=int)
+    loss = losses(np.stack([x, y], axis=1), [x_obj, y_obj], {x_obj.name: 1.0, y_obj.name: 1.0})
+    idx = np.flatnonzero(pareto_mask(loss))
+    return idx[np.lexsort((y[idx], x[idx]))]
+
+
+def quantized_x(result: Any, cost: Objective) -> float | None:
+    """The quantized model's cost: its real footprint for size objectives, else its measured value."""
+    if cost.kind == "size_gb" and result.footprint_gb is not None:
+        return float(result.footprint_gb)
+    value = result.values.get(cost.name)
+    return None if value is None else float(value)
+
+
+def plot_pareto(run: RunData, quality: Objective, cost: Objective, path: str | Path, dpi: int = 110) -> Path:
+    """Write the plot of `quality` (y) against `cost` (x) to `path`."""
+    sy = scale(quality)
+    x = np.array([e.values[cost.name] for e in run.evaluations], dtype=np.float64)
+    y = np.array([e.values[quality.name] for e in run.evaluations], dtype=np.float64) * sy
+    fig, ax = figures.figure()
+    ax.scatter(x, y, s=16, color="0.65", alpha=0.8, label=f"evaluated sub-networks ({len(x)})", zorder=1)
+    front = front_2d(x, y / sy, cost, quality)
+    ax.plot(
+        x[front],
+        y[front],
+        "-o",
+        color=figures.FRONT_COLOR,
+        ms=5,
+        lw=1.5,
+        label=f"Pareto front ({len(front)})",
+        zorder=3,
+    )
+    ref_x, ref_y = run.reference.get(cost.name), run.reference.get(quality.name)
+    if ref_x is not None and ref_y is not None:
+        ax.scatter(
+            [ref_x],
+            [ref_y * sy],
+            s=70,
+            color=figures.REFERENCE_COLOR,
+            edgecolor="black",
+            zorder=5,
+            label="unmodified model",
+        )
+    _overlay_quantized(ax, run, quality, cost, {run.evaluations[i].number for i in front})
+    ax.set_xlabel(
+        label(cost) + (" (quantized: measured footprint)" if cost.kind == "size_gb" and run.quantized.methods else "")
+    )
+    ax.set_ylabel(label(quality))
+    ax.set_title(f"{quality.name} vs {cost.name}: {run.study_name}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return figures.save(fig, path, dpi)
+
+
+def _overlay_quantized(ax: Any, run: RunData, quality: Objective, cost: Objective, front: set[int]) -> None:
+    """Each quantization method's points; a dotted link from each front member to its quantized self."""
+    sy = scale(quality)
+    by_number = {e.number: e for e in run.evaluations}
+    for index, method in enumerate(run.quantized.methods):
+        marker, color = figures.quantized_style(method, index)
+        points = []
+        for r in run.quantized.of_method(method):
+            qx, qy = quantized_x(r, cost), r.values.get(quality.name)
+            if qx is None or qy is None:
+                continue
+            if r.is_reference:
+                ax.scatter(
+                    [qx],
+                    [qy * sy],
+                    s=80,
+                    marker=marker,
+                    color=figures.REFERENCE_COLOR,
+                    edgecolor="black",
+                    zorder=5,
+                    label=f"unmodified model, {method.upper()}",
+                )
+                continue
+            points.append((qx, qy * sy))
+            source = by_number.get(r.trial) if r.trial is not None else None
+            if source is not None and source.number in front:
+                xs = [source.values[cost.name], qx]
+                ax.plot(xs, [source.values[quality.name] * sy, qy * sy], ":", color=color, lw=0.8, zorder=2)
+        if points:
+            qx_arr, qy_arr = np.array(points).T
+            front_q = front_2d(qx_arr, qy_arr / sy, cost, quality)
+            ax.plot(qx_arr[front_q], qy_arr[front_q], "--", color=color, lw=1.2, zorder=3)
+            ax.scatter(
+                qx_arr,
+                qy_arr,
+                s=36,
+                marker=marker,
+                color=color,
+                edgecolor="black",
+                linewidth=0.5,
+                zorder=4,
+                label=f"{method.upper()} ({len(points)})",
+            )
+
+
+def pareto_file_name(quality: Objective, cost: Objective) -> str:
+    return f"pareto_{slug(quality.name)}_vs_{slug(cost.name)}.png"

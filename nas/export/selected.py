@@ -1,0 +1,72 @@
+"""The pipeline's export stage: the sub-networks the report selected, as standalone models.
+
+Each selected trial (`<run>/analyze/analysis.json`, e.g. "same accuracy, smallest") is written to
+`<out>/trial_<n>/` in `export.dtype`, and, when `export.quantized` and a quantization method are set,
+its quantized version to `<out>/trial_<n>_<method>/`. Without an analysis, the whole Pareto set is
+exported. `exported.json` lists every folder with the selections that chose it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nas.analysis.tables import write_json
+from nas.export.standalone import export_sub_network
+from nas.models.placement import torch_dtype
+from nas.quantization.config import QuantizationConfig
+from nas.quantization.quantize import quantize_sub_network, save_quantized
+from nas.search.outputs import evaluations, pareto_front
+from nas.search.runner import prepare
+from nas.supernet.subnetwork import SubNetwork
+
+log = logging.getLogger(__name__)
+
+
+def selected_trials(run_dir: Path) -> dict[int, list[str]]:
+    """Trial number -> the selections that picked it, from the analysis; {} when there is none."""
+    analysis = run_dir / "analyze" / "analysis.json"
+    if not analysis.is_file():
+        return {}
+    chosen: dict[int, list[str]] = {}
+    for pair, rows in json.loads(analysis.read_text()).get("selected", {}).items():
+        for row in rows:
+            if isinstance(row.get("trial"), int):
+                chosen.setdefault(row["trial"], []).append(f"{pair}: {row['selection']}")
+    return chosen
+
+
+def export_selected(cfg: DictConfig, run_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Export the selected sub-networks of the finished search in `run_dir/search`; returns the manifest."""
+    ctx = prepare(cfg, run_dir / "search")
+    chosen = selected_trials(run_dir)
+    if not chosen:
+        log.warning("No analysis selections found; exporting the whole Pareto set.")
+        chosen = {row["number"]: ["Pareto set"] for row in pareto_front(ctx.study, ctx.objectives, ctx.encoding)}
+    by_number = {t.number: t for t in evaluations(ctx.study)}
+    qcfg = QuantizationConfig.coerce(OmegaConf.to_container(cfg.quantization, resolve=True))  # type: ignore[arg-type]
+    dtype = torch_dtype(str(cfg.export.dtype))
+    manifest = []
+    for number, reasons in sorted(chosen.items()):
+        trial = by_number[number]
+        sub = SubNetwork.from_json(trial.user_attrs["subnet_key"])
+        values = {o.name: v for o, v in zip(ctx.objectives, trial.values)}
+        metadata = {"trial": number, "selected_as": reasons, "values": values}
+        folder = export_sub_network(ctx.model, sub, out_dir / f"trial_{number}", ctx.tokenizer, dtype, metadata)
+        entry: dict[str, Any] = {"trial": number, "selected_as": reasons, "folder": str(folder), "values": values}
+        if cfg.export.quantized and qcfg.enabled:
+            work = out_dir / f"trial_{number}_{qcfg.method}.work"
+            quantized = quantize_sub_network(ctx.model, sub, ctx.tokenizer, qcfg, work)
+            assert quantized is not None
+            entry["quantized_folder"] = str(save_quantized(quantized, out_dir / f"trial_{number}_{qcfg.method}"))
+            del quantized
+            shutil.rmtree(work, ignore_errors=True)
+        manifest.append(entry)
+        log.info("Exported trial %d (%s) to %s", number, "; ".join(reasons), folder)
+    write_json(manifest, out_dir / "exported.json")
+    return {"exported": manifest}
