@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import tempfile
@@ -61,6 +62,7 @@ def run_one(
         f"search.seed={seed}",
         f"search.n_trials={budget}",
         f"search.population_size={args.population}",
+        *([f"search.linas.round_size={args.linas_round_size}"] if algorithm == "linas" else []),
         "search.progress=false",
         f"objectives=[{{kind: perplexity, hv_bound: {args.ppl_bound}}}, {{kind: params}}]",
         f"perplexity.max_tokens={args.tokens}",
@@ -92,11 +94,14 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=250, help="real evaluations of nsga2 and random")
     parser.add_argument("--linas-budget", type=int, default=100)
     parser.add_argument("--population", type=int, default=50)
+    parser.add_argument("--linas-round-size", type=int, default=10, help="real evaluations per LINAS predictor round")
     parser.add_argument("--ppl-bound", type=float, default=100.0, help="hypervolume bound: x the model's perplexity")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("nas.search.linas").setLevel(logging.INFO)  # each round's predictor quality
     print(f"load average before: {os.getloadavg()[0]:.2f}; threads {args.threads}; seeds {args.seeds}")
     cache: dict[str, Any] = {}
     counter = {"evaluations": 0, "seconds": 0.0}

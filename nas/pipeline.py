@@ -176,6 +176,11 @@ class Pipeline:
         if quantized.is_file():
             options.setdefault("quantized_file", str(quantized))
         result = analyze_run(self.out, folder, **options)
+        from nas.search.tracking import log_report
+
+        tables = {"pareto_set": result.get("pareto_set", [])}
+        tables |= {f"selected/{pair}": rows for pair, rows in result.get("selected", {}).items()}
+        log_report(self.cfg, str(self.cfg.name), result.get("figures", []), tables)
         return {k: result[k] for k in ("report_html", "report_md", "evaluations", "selected") if k in result}
 
     def export(self, folder: Path) -> dict[str, Any]:

@@ -153,7 +153,7 @@ def test_two_workers_share_one_study(tmp_path):
 
 
 def test_linas_rounds_log_predictor_quality(tmp_path):
-    overrides = [*base_overrides(tmp_path), "search=linas", "search.n_trials=12"]
+    overrides = [*base_overrides(tmp_path), "search=linas", "search.n_trials=12", "search.linas.round_size=4"]
     overrides += ["search.linas.inner_population=16", "search.linas.generations=4"]
     out = tmp_path / "run"
     summary = run_search(compose_search(overrides), out)

@@ -53,6 +53,7 @@ def make_sampler(
         objectives,
         analytic,
         population_size=int(search.population_size),
+        round_size=search.linas.get("round_size"),
         inner_population=int(search.linas.inner_population),
         generations=int(search.linas.generations),
         operators=ops,

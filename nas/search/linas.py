@@ -3,7 +3,7 @@
 Rounds: the first `population_size` trials are uniform random; then, whenever no candidate is
 waiting, a round is planned: one predictor per measured objective is fitted on every real evaluation
 so far (analytic objectives such as size are computed exactly), NSGA-II runs on the predictions for
-`generations` x `inner_population` candidates, and the `population_size` most promising candidates
+`generations` x `inner_population` candidates, and the `round_size` most promising candidates
 not yet evaluated are enqueued in the study. Trials (in this or other worker processes) then take them
 one by one for real evaluation. Enqueued trials carry their round and predicted values, so the next
 round measures the predictors prospectively on them.
@@ -46,7 +46,9 @@ class LinasSampler(BaseSampler):
         encoding: the search space's encoding.
         objectives: the study's objectives.
         analytic: exact values of the analytic objectives of a sub-network.
-        population_size: sub-networks evaluated for real per round (and in the first random round).
+        population_size: sub-networks of the first, random round.
+        round_size: sub-networks each predictor round sends to real evaluation (None: population_size);
+            smaller rounds refit the predictors more often within a budget.
         inner_population, generations: the predictor-driven NSGA-II's size and length.
         operators: its variation settings.
         predictor: `svr` or `ridge`.
@@ -60,6 +62,7 @@ class LinasSampler(BaseSampler):
         objectives: Sequence[Objective],
         analytic: Callable[[SubNetwork], dict[str, float]],
         population_size: int = 50,
+        round_size: int | None = None,
         inner_population: int = 200,
         generations: int = 50,
         operators: Operators | None = None,
@@ -71,6 +74,7 @@ class LinasSampler(BaseSampler):
         self.objectives = list(objectives)
         self.analytic = analytic
         self.population_size = population_size
+        self.round_size = round_size or population_size
         self.inner_population = inner_population
         self.generations = generations
         self.operators = operators or Operators()
@@ -175,7 +179,7 @@ class LinasSampler(BaseSampler):
             log.warning("LINAS round %d: the predictors' search found no sub-network not evaluated yet.", round_number)
             return []
         # The most promising: the best fronts of the predicted losses, spread by crowding distance.
-        chosen = pool[select_survivors(archive_loss[pool], min(self.population_size, len(pool)))]
+        chosen = pool[select_survivors(archive_loss[pool], min(self.round_size, len(pool)))]
         predictions = predict(archive[chosen])
         record["selected"] = len(chosen)
         if self.on_round is not None:

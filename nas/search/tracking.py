@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 
 import optuna
@@ -30,6 +31,76 @@ def _table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]
     return columns, plain
 
 
+def run_tags(cfg: DictConfig) -> list[str]:
+    """Tags that let W&B filter runs: model, search space, sampler, strategy, algorithm, tasks."""
+
+    def short(node: Any, *keys: str) -> str | None:
+        if node is None:
+            return None
+        for key in keys:
+            value = node.get(key) if hasattr(node, "get") else None
+            if value:
+                return str(value).rstrip("/").split("/")[-1].split(".")[-1]
+        return None
+
+    tags = [str(t) for t in (cfg.wandb.get("tags") or [])]
+    candidates = [
+        short(cfg.get("model"), "name_or_path", "package", "_target_"),
+        short(cfg.get("search_space"), "name"),
+        short(cfg.get("sampler"), "_target_") if cfg.get("stages", {}).get("train") else None,
+        short(cfg.get("strategy"), "_target_") if cfg.get("stages", {}).get("train") else None,
+        short(cfg.get("search"), "algorithm"),
+    ]
+    objectives = OmegaConf.to_container(cfg.objectives, resolve=True) if cfg.get("objectives") else []
+    for spec in objectives or []:  # type: ignore[union-attr]
+        task = spec.get("task") if isinstance(spec, dict) else None
+        candidates.extend([task] if isinstance(task, str) else list(task or []))
+    for tag in candidates:
+        if tag and tag not in tags:
+            tags.append(tag)
+    return tags[:64]  # W&B's limit
+
+
+def open_run(cfg: DictConfig, name: str, job_type: str) -> Any:
+    """A W&B run for this job (None when `wandb.mode=disabled`), grouped by experiment name."""
+    settings = cfg.get("wandb")
+    mode = "disabled" if settings is None else str(settings.mode)
+    if mode not in MODES:
+        raise ValueError(f"wandb.mode={mode!r}: use one of {list(MODES)}.")
+    if mode == "disabled":
+        return None
+    import wandb
+
+    return wandb.init(
+        project=settings.project,
+        group=settings.group,
+        name=name,
+        job_type=job_type,
+        tags=run_tags(cfg),
+        dir=str(settings.dir),
+        mode=cast(Any, mode),
+        config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+        reinit="finish_previous",
+    )
+
+
+def log_report(cfg: DictConfig, name: str, figures: Sequence[str], tables: dict[str, list[dict[str, Any]]]) -> None:
+    """The report's figures as images and its tables, in a W&B run of their own; always finished."""
+    run = open_run(cfg, f"{name}-report", "analysis")
+    if run is None:
+        return
+    import wandb
+
+    try:
+        run.log({f"figures/{Path(f).stem}": wandb.Image(f) for f in figures})
+        for key, rows in tables.items():
+            columns, data = _table_rows(rows)
+            if columns:
+                run.log({key: wandb.Table(columns=cast(Any, columns), data=data)})
+    finally:
+        run.finish()
+
+
 class SearchTracker:
     """A W&B run for one search job, or nothing when disabled."""
 
@@ -38,25 +109,7 @@ class SearchTracker:
 
     @classmethod
     def from_config(cls, cfg: DictConfig, study_name: str) -> SearchTracker:
-        settings = cfg.get("wandb")
-        mode = "disabled" if settings is None else str(settings.mode)
-        if mode not in MODES:
-            raise ValueError(f"wandb.mode={mode!r}: use one of {list(MODES)}.")
-        if mode == "disabled":
-            return cls()
-        import wandb
-
-        run = wandb.init(
-            project=settings.project,
-            group=settings.group,
-            name=study_name,
-            tags=[str(t) for t in settings.tags],
-            dir=str(settings.dir),
-            mode=cast(Any, mode),
-            config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
-            reinit="finish_previous",
-        )
-        return cls(run)
+        return cls(open_run(cfg, study_name, "search"))
 
     def log_study(
         self,
