@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
 from nas.evaluation.evaluator import Evaluator
-from nas.evaluation.perplexity import PerplexityEvaluator, perplexity
-from nas.evaluation.speed import SpeedResult, ThroughputMeter
+from nas.evaluation.perplexity import PerplexityEvaluator
+from nas.evaluation.speed import ThroughputMeter
 from nas.quantization.quantize import QuantizedModel
 from nas.search.objectives import Objective
 from nas.search.scoring import ObjectiveScorer
-from nas.supernet.metrics import sub_network_cost
 
 
 def score_quantized(
@@ -39,40 +37,19 @@ def score_quantized(
         seq_len: context length at which FLOPs per token are counted (as the search counted them).
         details: when given, filled with per-task metrics and measured speeds, as the scorer's details.
     """
-    # The scorer checks that every objective has what it needs and tokenizes the perplexity text once.
     scorer = ObjectiveScorer(
-        quantized.model, quantized.tokenizer, objectives, evaluator, perplexity_evaluator, meter, seq_len
+        quantized.model,
+        quantized.tokenizer,
+        objectives,
+        evaluator,
+        perplexity_evaluator,
+        meter,
+        seq_len,
+        quantized.shape,
     )
-    model = quantized.model
-    cost = sub_network_cost(quantized.shape, quantized.sub, seq_len)
-    tasks = list(dict.fromkeys(t for o in objectives for t in o.tasks))
-    results = evaluator.evaluate(model, tasks=tasks) if tasks and evaluator is not None else {}
-    out: dict[str, Any] = {}
-    for name, result in results.items():
-        out.update({f"{name}.{k}": v for k, v in result.metrics.items() if v is not None})
-    values: dict[str, float] = {}
-    speed: SpeedResult | None = None
-    for o in objectives:
-        if o.kind == "params":
-            values[o.name] = float(cost.params)
-        elif o.kind == "flops":
-            values[o.name] = float(cost.flops_per_token)
-        elif o.kind == "size_gb":
-            values[o.name] = quantized.footprint_gb
-        elif o.kind == "accuracy":
-            scores = [results[t].metrics[o.metric] if o.metric else results[t].score for t in o.tasks]
-            values[o.name] = float(statistics.fmean(float(s) for s in scores if s is not None))
-        elif o.kind == "perplexity":
-            assert perplexity_evaluator is not None and scorer._tokens is not None
-            p = perplexity_evaluator
-            values[o.name] = perplexity(model, scorer._tokens, p.seq_len, p.batch_size, p.max_tokens, False).perplexity
-        elif o.kind in ("latency", "throughput"):
-            assert meter is not None
-            speed = speed or meter.measure(model)
-            values[o.name] = scorer._speed_value(o, speed)
-            out.update(prefill_tokens_per_s=speed.prefill_tokens_per_s, decode_tokens_per_s=speed.decode_tokens_per_s)
-        else:  # a kind added to nas.search.objectives but not here
-            raise NotImplementedError(f"score_quantized does not know objective kind {o.kind!r}.")
+    values, measured = scorer.measure(quantized.model, quantized.sub, footprint_gb=quantized.footprint_gb)
     if details is not None:
-        details.update(out | {"footprint_bytes": quantized.footprint_bytes, "quantization": quantized.config.method})
+        details.update(
+            measured | {"footprint_bytes": quantized.footprint_bytes, "quantization": quantized.config.method}
+        )
     return values

@@ -13,7 +13,7 @@ from nas.evaluation.perplexity import PerplexityEvaluator, perplexity, tokenize
 from nas.evaluation.speed import ThroughputMeter
 from nas.search.objectives import Objective
 from nas.supernet.metrics import sub_network_cost
-from nas.supernet.subnetwork import SubNetwork
+from nas.supernet.subnetwork import ModelShape, SubNetwork
 
 
 class ObjectiveScorer:
@@ -27,6 +27,7 @@ class ObjectiveScorer:
         perplexity_evaluator: the text and settings of perplexity objectives.
         meter: the speed meter of latency and throughput objectives.
         seq_len: context length at which FLOPs per token are counted.
+        shape: the super-network's shape, for the analytic costs (default: `model.shape`).
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class ObjectiveScorer:
         perplexity_evaluator: PerplexityEvaluator | None = None,
         meter: ThroughputMeter | None = None,
         seq_len: int = 128,
+        shape: ModelShape | None = None,
     ) -> None:
         kinds = {o.kind for o in objectives}
         missing = [
@@ -54,6 +56,8 @@ class ObjectiveScorer:
                 f"ObjectiveScorer needs {', '.join(missing)} for objectives {[o.name for o in objectives]}."
             )
         self.model = model
+        self.shape = shape if shape is not None else model.shape
+        self.tokenizer = tokenizer
         self.objectives = list(objectives)
         self.evaluator = evaluator
         self.perplexity_evaluator = perplexity_evaluator
@@ -64,11 +68,11 @@ class ObjectiveScorer:
             self._tokens = tokenize(tokenizer, perplexity_evaluator.text)  # once per process, not per trial
 
     def full(self) -> SubNetwork:
-        return SubNetwork.full(self.model.shape)
+        return SubNetwork.full(self.shape)
 
     def analytic(self, sub: SubNetwork) -> dict[str, float]:
         """Values of the objectives that need no forward pass (parameters, size, FLOPs)."""
-        cost = sub_network_cost(self.model.shape, sub, self.seq_len)
+        cost = sub_network_cost(self.shape, sub, self.seq_len)
         out: dict[str, float] = {}
         for o in self.objectives:
             if o.kind == "params":
@@ -80,31 +84,44 @@ class ObjectiveScorer:
         return out
 
     def __call__(self, sub: SubNetwork | None) -> tuple[dict[str, float], dict[str, Any]]:
-        """(objective values, details) of `sub`, or of the unmodified model when `sub` is None."""
+        """(objective values, details) of `sub` on the live super-network, or of the unmodified model
+        when `sub` is None."""
         sub = sub or self.full()
-        values = self.analytic(sub)
-        details: dict[str, Any] = {}
         with self.model.sub_network(sub):
-            tasks = list(dict.fromkeys(t for o in self.objectives for t in o.tasks))
-            results = self.evaluator.evaluate(self.model, tasks=tasks) if tasks and self.evaluator else {}
-            for name, result in results.items():
-                details.update({f"{name}.{k}": v for k, v in result.metrics.items() if v is not None})
-            speed = None
-            for o in self.objectives:
-                if o.kind == "accuracy":
-                    scores = [results[t].metrics[o.metric] if o.metric else results[t].score for t in o.tasks]
-                    values[o.name] = float(statistics.fmean(float(s) for s in scores if s is not None))
-                elif o.kind == "perplexity":
-                    assert self.perplexity_evaluator is not None and self._tokens is not None
-                    p = self.perplexity_evaluator
-                    ppl = perplexity(self.model, self._tokens, p.seq_len, p.batch_size, p.max_tokens, False)
-                    values[o.name] = ppl.perplexity
-                elif o.kind in ("latency", "throughput"):
-                    assert self.meter is not None
-                    speed = speed or self.meter.measure(self.model)
-                    values[o.name] = self._speed_value(o, speed)
-                    details.update({"prefill_tokens_per_s": speed.prefill_tokens_per_s})
-                    details.update({"decode_tokens_per_s": speed.decode_tokens_per_s})
+            return self.measure(self.model, sub)
+
+    def measure(
+        self, model: Any, sub: SubNetwork, footprint_gb: float | None = None
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        """(objective values, details) of `model` computing `sub`: the live super-network, or a
+        standalone copy of the sub-network (e.g. quantized, whose measured `footprint_gb` then replaces
+        the analytic size; parameters and FLOPs stay the sub-network's analytic counts)."""
+        values = self.analytic(sub)
+        if footprint_gb is not None:
+            values |= {o.name: footprint_gb for o in self.objectives if o.kind == "size_gb"}
+        details: dict[str, Any] = {}
+        tasks = list(dict.fromkeys(t for o in self.objectives for t in o.tasks))
+        results = self.evaluator.evaluate(model, tasks=tasks) if tasks and self.evaluator else {}
+        for name, result in results.items():
+            details.update({f"{name}.{k}": v for k, v in result.metrics.items() if v is not None})
+        speed = None
+        for o in self.objectives:
+            if o.kind == "accuracy":
+                scores = [results[t].metrics[o.metric] if o.metric else results[t].score for t in o.tasks]
+                values[o.name] = float(statistics.fmean(float(s) for s in scores if s is not None))
+            elif o.kind == "perplexity":
+                assert self.perplexity_evaluator is not None and self._tokens is not None
+                p = self.perplexity_evaluator
+                values[o.name] = perplexity(
+                    model, self._tokens, p.seq_len, p.batch_size, p.max_tokens, False
+                ).perplexity
+            elif o.kind in ("latency", "throughput"):
+                assert self.meter is not None
+                speed = speed or self.meter.measure(model)
+                values[o.name] = self._speed_value(o, speed)
+                details.update(
+                    prefill_tokens_per_s=speed.prefill_tokens_per_s, decode_tokens_per_s=speed.decode_tokens_per_s
+                )
         return {o.name: values[o.name] for o in self.objectives}, details
 
     def _speed_value(self, objective: Objective, speed: Any) -> float:
