@@ -39,6 +39,16 @@ def real_evaluations(study: optuna.Study) -> list[FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("evaluated")]
 
 
+def _to_fit(objective: Objective, values: np.ndarray) -> np.ndarray:
+    """The scale predictors learn on: log for perplexity, which spans orders of magnitude across a
+    space (an untrained sub-network's can be 1e9 where the model's is 30), else the values."""
+    return np.log(np.maximum(values, 1e-12)) if objective.kind == "perplexity" else values
+
+
+def _from_fit(objective: Objective, fitted: np.ndarray) -> np.ndarray:
+    return np.exp(np.minimum(fitted, 700.0)) if objective.kind == "perplexity" else fitted
+
+
 class LinasSampler(BaseSampler):
     """NSGA-II on performance predictors, sending one population per round to real evaluation.
 
@@ -136,12 +146,13 @@ class LinasSampler(BaseSampler):
         for j, objective in enumerate(self.objectives):
             if objective.analytic:
                 continue
-            model, cv = fit_predictor(self.predictor, features, values[:, j], seed=round_number)
+            target = _to_fit(objective, values[:, j])
+            model, cv = fit_predictor(self.predictor, features, target, seed=round_number)
             predictors[objective.name] = model
             entry = {"cv": cv.to_dict()}
             if previous:  # predictions made last round for sub-networks evaluated since
-                true = np.array([t.values[j] for t in previous])
-                guess = np.array([t.user_attrs[PREDICTED_ATTR][objective.name] for t in previous])
+                true = _to_fit(objective, np.array([t.values[j] for t in previous]))
+                guess = _to_fit(objective, np.array([t.user_attrs[PREDICTED_ATTR][objective.name] for t in previous]))
                 entry["prospective"] = PredictorQuality.of(true, guess).to_dict()
             record["objectives"][objective.name] = entry
         start_rows = self.encoding.index_matrix(subs)  # canonical indices of what was evaluated
@@ -156,7 +167,8 @@ class LinasSampler(BaseSampler):
                 if o.analytic:
                     columns.append(np.array([self.analytic(s)[o.name] for s in candidates]))
                 else:
-                    columns.append(np.asarray(predictors[o.name].predict(feats), dtype=np.float64))  # type: ignore[attr-defined]
+                    fitted = np.asarray(predictors[o.name].predict(feats), dtype=np.float64)  # type: ignore[attr-defined]
+                    columns.append(_from_fit(o, fitted))
             return np.stack(columns, axis=1)
 
         def loss_of(rows: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@ An SVR with an RBF kernel on standardised features and targets (Cummings et al.'
 light regressors; they fit in milliseconds on a few hundred points), or ridge regression. Quality is
 measured two ways each round: 5-fold cross-validated Kendall tau and MAE on the trials seen so far,
 and prospectively, on the previous round's candidates once they have been evaluated for real.
+Perplexity is learned (and its MAE reported) on the log scale.
 """
 
 from __future__ import annotations
