@@ -28,6 +28,10 @@ def tiny_pipeline(tmp: Path, *extra: str) -> list[str]:
     return [
         "model=tiny_llama",
         "search_space=llama_nas",
+        # importance reordering on a few windows of the local C4 sample
+        "stages.reorder=true",
+        "calibration.num_samples=4",
+        "calibration.seq_len=64",
         # training: two alternating steps on the local Alpaca set
         "data.limit=40",
         "data.batch_size=2",
@@ -64,8 +68,10 @@ def finished(tmp_path_factory):
 def test_every_stage_runs_and_leaves_its_outputs(finished):
     tmp, _, summary = finished
     run = tmp / "run"
-    assert list(summary["stages"]) == ["train", "search", "quantize", "analyze", "export"]
-    assert (run / "train" / "supernet" / "config.json").is_file()
+    assert list(summary["stages"]) == ["reorder", "train", "search", "quantize", "analyze", "export"]
+    reordered = json.loads((run / "reorder" / "reordered" / "config.json").read_text())
+    trained = json.loads((run / "train" / "supernet" / "config.json").read_text())
+    assert trained["nas_layer_order"] == reordered["nas_layer_order"]  # training started from the reordered model
     search = json.loads((run / "search" / "summary.json").read_text())
     assert search["evaluations"] == 6
     assert (run / "quantize" / "quantized.json").is_file()
