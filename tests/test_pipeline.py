@@ -136,3 +136,25 @@ def test_paper_settings_are_in_the_experiments():
     assert klein.strategy._target_.endswith("SandwichStrategy")
     quick = compose_pipeline(["experiments=quickstart"])
     assert quick.search.n_trials >= 20 and quick.model._target_.endswith("gguf_package_model")
+
+
+def test_multirun_jobs_are_compared_in_a_sweep_summary(tmp_path):
+    from nas.analysis.sweep import write_sweep_summary
+
+    for job, hv in (("0_sampler=uniform", 0.41), ("1_sampler=grid_params", 0.47)):
+        (tmp_path / job / "search").mkdir(parents=True)
+        summary = {"evaluations": 100, "pareto_size": 7, "hypervolume": hv, "reference": {"arc_easy": 0.5}}
+        (tmp_path / job / "search" / "summary.json").write_text(json.dumps(summary))
+    rows = write_sweep_summary(tmp_path)
+    assert [(r["job"], r["hypervolume"]) for r in rows] == [
+        ("0_sampler=uniform", 0.41),
+        ("1_sampler=grid_params", 0.47),
+    ]
+    text = (tmp_path / "sweep_summary.md").read_text()
+    assert "1_sampler=grid_params" in text and "0.4700" in text
+    assert (tmp_path / "sweep_summary.csv").is_file()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name="pipeline", overrides=["experiments=ablation_sampler"], return_hydra_config=True)
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "nas.analysis.sweep.SweepSummary"
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert len(str(cfg.hydra.sweeper.params.sampler).split(",")) == 5
