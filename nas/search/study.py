@@ -8,6 +8,7 @@ existing study is never mixed with incompatible trials.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import socket
@@ -161,12 +162,21 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
 
 
 def alive_running(study: optuna.Study) -> list[FrozenTrial]:
-    """Running trials whose worker is (or may be, on another host) alive."""
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if _is_alive(t.user_attrs.get(WORKER_ATTR, "?:0:0")) is not False
-    ]
+    """Running trials whose worker is (or may be, on another host) alive.
+
+    A trial records its worker right after it is asked for; one still without a worker a minute later
+    belonged to a process that died in between, and is not counted.
+    """
+    now = datetime.datetime.now()
+    alive = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get(WORKER_ATTR)
+        if worker is None:
+            if t.datetime_start is None or (now - t.datetime_start).total_seconds() < 60:
+                alive.append(t)
+        elif _is_alive(worker) is not False:
+            alive.append(t)
+    return alive
 
 
 @contextmanager
