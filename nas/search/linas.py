@@ -24,8 +24,9 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.search.encoding import SearchEncoding
 from nas.search.evolution import Operators, evolve, select_survivors
 from nas.search.objectives import Objective
-from nas.search.pareto import losses
+from nas.search.pareto import loss_bounds, losses
 from nas.search.predictors import PredictorQuality, fit_predictor
+from nas.search.study import REFERENCE_ATTR
 from nas.supernet.subnetwork import SubNetwork
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,19 @@ class LinasSampler(BaseSampler):
             record["objectives"][objective.name] = entry
         start_rows = self.encoding.index_matrix(subs)  # canonical indices of what was evaluated
         evaluated = {tuple(row) for row in start_rows.tolist()}
-        reference = {o.name: 1.0 for o in self.objectives}
+        # With the reference model's values known, losses are relative to it and candidates predicted
+        # beyond an objective's hypervolume bound (e.g. 10x its perplexity) rank behind all others:
+        # the round is spent where the Pareto front can still grow.
+        stored = study.user_attrs.get(REFERENCE_ATTR, {}).get("values", {})
+        known = all(stored.get(o.name) for o in self.objectives)
+        reference = {o.name: float(stored[o.name]) if known else 1.0 for o in self.objectives}
+        bounds = loss_bounds(self.objectives) if known else None
+
+        def penalised(loss: np.ndarray) -> np.ndarray:
+            if bounds is None:
+                return loss
+            outside = (loss >= bounds).any(axis=1, keepdims=True)
+            return np.where(outside, loss + 1e6, loss)
 
         def predict(rows: np.ndarray) -> np.ndarray:
             candidates = self.encoding.decode_rows(rows)
@@ -172,11 +185,13 @@ class LinasSampler(BaseSampler):
             return np.stack(columns, axis=1)
 
         def loss_of(rows: np.ndarray) -> np.ndarray:
-            return losses(predict(rows), self.objectives, reference)
+            return penalised(losses(predict(rows), self.objectives, reference))
 
         upper = np.array([len(c) - 1 for c in self.encoding.choices.values()], dtype=np.int64)
         # Start from the best real evaluations, topped up with random individuals.
-        best = start_rows[select_survivors(losses(values, self.objectives, reference), self.inner_population)]
+        best = start_rows[
+            select_survivors(penalised(losses(values, self.objectives, reference)), self.inner_population)
+        ]
         extra = self.rng.integers(0, upper + 1, size=(max(0, self.inner_population - len(best)), len(upper)))
         initial = np.vstack([best, extra]) if len(extra) else best
         archive, archive_loss = evolve(initial, loss_of, upper, self.generations, self.operators, self.rng)
