@@ -119,14 +119,14 @@ def main() -> None:
                     flush=True,
                 )
     print("\nHypervolume (normalised by the unmodified model) after n real evaluations, mean over seeds (min-max):")
-    header = "algorithm " + "".join(f"{n:>18}" for n in CHECKPOINTS)
+    header = "algorithm " + "".join(f"{n:>24}" for n in CHECKPOINTS)
     print(header + "\n" + "-" * len(header))
     for algorithm, runs in histories.items():
         cells = []
         for n in CHECKPOINTS:
             values = [v for v in (at(h, n) for h in runs) if v is not None]
             cells.append(f"{statistics.fmean(values):.4f} ({min(values):.3f}-{max(values):.3f})" if values else "-")
-        print(f"{algorithm:<10}" + "".join(f"{c:>18}" for c in cells))
+        print(f"{algorithm:<10}" + "".join(f"{c:>24}" for c in cells))
     ratios = []
     for linas, nsga2 in zip(histories["linas"], histories["nsga2"]):
         ratios.append(max(linas[: args.linas_budget]) / nsga2[min(len(nsga2), args.budget) - 1])
