@@ -119,7 +119,7 @@ def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any
         "mismatches": mismatches,
         "compared": items,
         "max_dll": max_dll,
-        "tokens_ours": evaluator.tasks[name].num_tokens,
+        "tokens_ours": evaluator.tasks[name].num_tokens(),
         "tokens_theirs": lm_eval_tokens(evaluator, name),
         "build_ours": build_ours,
         "build_theirs": build_theirs,

@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from nas.evaluation import evaluator as evaluator_module
+from nas.evaluation.built_task import RowGroup, plan_prefixes
 from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.packing import PackedRow
 from nas.evaluation.registry import load_task
 from nas.evaluation.task import Selection
 from nas.supernet.subnetwork import SubNetwork
@@ -122,10 +124,10 @@ def test_prefix_sharing_and_batching_change_nothing(tiny, data_dir):
             assert [d["pred"] for d in result[name].items] == [d["pred"] for d in runs[0][name].items]
     # Sharing reads fewer tokens: the context once per question instead of once per choice, and the
     # 5-shot examples once per subject instead of once per question.
-    tokens = lambda e: sum(built.num_tokens for built in e.tasks.values())  # noqa: E731
+    tokens = lambda e: sum(built.num_tokens() for built in e.tasks.values())  # noqa: E731
     assert tokens(shared) < 0.6 * tokens(unshared)
-    assert all(len(g.prefix) > 100 for g in shared.tasks["mmlu_5shot"].groups)
-    assert not any(g.prefix for g in unshared.tasks["mmlu_5shot"].groups)
+    assert all(len(g.prefix) > 100 for g in shared.tasks["mmlu_5shot"].plan())
+    assert not any(g.prefix for g in unshared.tasks["mmlu_5shot"].plan())
     assert len(one_by_one.tasks["arc_easy"].batches(1, 64)) == len(QUESTIONS)
 
 
@@ -202,6 +204,50 @@ def test_rows_of_groups_without_a_shared_prefix_share_batches(tiny, data_dir):
     mmlu = load_task("mmlu", source="local", documents={"subjects": ["anatomy", "virology"]})
     evaluator = Evaluator.for_model(model, tokenizer, [mmlu], limit=1, data_dir=data_dir, progress=False)
     built = evaluator.tasks["mmlu"]
-    assert len(built.groups) == 2 and not any(g.prefix for g in built.groups)  # one item per subject
+    assert len(built.groups) == 2 and len(built.plan()) == 1  # one item per subject: one pool
     (batch,) = built.batches(4096, 64)
     assert batch.input_ids.shape[0] == 2
+
+
+def test_prefix_common_to_all_groups_runs_once_for_mixed_batches(tiny, data_dir):
+    """MMLU's subject headers share their opening words: run once and lent to batches of both subjects."""
+    model, tokenizer = tiny  # a near character-level tokenizer: the headers are about 90 tokens
+    mmlu = load_task("mmlu", source="local", documents={"subjects": ["anatomy", "virology"]})
+    evaluator = Evaluator.for_model(model, tokenizer, [mmlu], data_dir=data_dir, progress=False, forward_cost=300)
+    built = evaluator.tasks["mmlu"]
+    assert [len(g.rows) for g in built.plan()] == [6, 6]  # a forward pass costing 16 tokens: per subject
+    # Costing 300: 5 rows x 90 tokens do not pay for two passes per subject; 11 x 65 pay for one.
+    (pool,) = built.plan(300)
+    assert tokenizer.decode(pool.prefix) == "The following are multiple choice questions (with answers) about "
+    (batch,) = built.batches(4096, 64, 300)
+    assert batch.prefix is not None and batch.input_ids.shape[0] == 12
+    assert built.num_tokens(300) == sum(len(r) for g in built.groups for r in g.rows) - 11 * len(pool.prefix)
+    assert not built.plan(10**6)[0].prefix  # a forward pass dearer than any saving: nothing split off
+    sub = SubNetwork((0, 2), (64, 96), (4, 2), 64)
+    per_subject = Evaluator.for_model(model, tokenizer, [mmlu], data_dir=data_dir, progress=False)
+    ours, theirs = (e.evaluate(model, sub, with_items=True) for e in (evaluator, per_subject))
+    np.testing.assert_allclose(all_lls(evaluator, ours), all_lls(per_subject, theirs), rtol=1e-5, atol=1e-4)
+
+
+def _row(tokens: list[int]) -> PackedRow:
+    n = len(tokens)
+    return PackedRow(tuple(tokens), tuple(range(n)), (0,) * n, (n - 1,), (0,), (0,))
+
+
+def test_plan_prefixes_splits_only_what_pays():
+    header, shots = list(range(1, 11)), list(range(100, 140))
+    big = RowGroup((), [_row(header + shots + [200 + i, 7]) for i in range(4)], [0, 1, 2, 3])
+    small = [
+        RowGroup((), [_row(header + [300 + g, 400 + i, 7]) for i in range(2)], [10 * g, 10 * g + 1]) for g in range(9)
+    ]
+    grouped, pool = plan_prefixes([big, *small], min_group_prefix=32, forward_cost=16)
+    # 3 rows x 50 tokens saved > 2 forward passes; the small groups' 11 shared tokens are under
+    # min_group_prefix, but the 10 tokens all 18 pooled rows share pay (17 x 10 > 16).
+    assert grouped.prefix == tuple(header + shots) and grouped.offsets == [0, 1, 2, 3]
+    assert pool.prefix == tuple(header) and len(pool.rows) == 18
+    assert all(r.positions[0] == 10 for r in pool.rows)  # positions stay absolute after the prefix
+    (alone,) = plan_prefixes([big, *small], min_group_prefix=32, forward_cost=1000)
+    assert not alone.prefix and len(alone.rows) == 22
+    short = [RowGroup((), [_row([1, 2, 300 + i, 7])], [i]) for i in range(40)]
+    (pool,) = plan_prefixes(short)  # 39 x 2 tokens would pay, but under MIN_POOL_PREFIX: not split
+    assert not pool.prefix

@@ -218,6 +218,9 @@ def test_wandb_offline_run_is_written_and_closed(tmp_path):
         ),
         out,
     )
-    assert wandb.run is None  # finished
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    try:
+        assert wandb.run is None  # finished
+        runs = list((tmp_path / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    finally:
+        wandb.teardown()  # later tests (Lightning's WandbLogger) start from a fresh wandb process state

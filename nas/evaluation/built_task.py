@@ -1,9 +1,17 @@
-"""A task turned into model inputs once per process: items, encoded requests, packed rows, batches."""
+"""A task turned into model inputs once per process: items, encoded requests, packed rows, batches.
+
+Which rows run after which shared prefix is planned per device (`plan_prefixes`): a prefix read once
+per evaluation saves the tokens it would cost in every row, but each one costs a forward pass of its
+own, and a group prefix also keeps its group's rows out of the common batches (a last, partly filled
+batch). On CPU a forward pass costs about as much as 13 more tokens in a batch (SmolLM2-135M, one
+thread: 45 ms to stream the weights, then 3.5 ms a token), so `CPU_FORWARD_COST` is 16 tokens.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +26,15 @@ from nas.evaluation.task import MultipleChoiceTask, Selection
 
 log = logging.getLogger(__name__)
 
+# What one more forward pass costs, in tokens of a batch (see the module docstring). CUDA's is a guess
+# (a small forward pass there is mostly kernel launches), not measured.
+CPU_FORWARD_COST = 16
+CUDA_FORWARD_COST = 1024
+# Shortest prefix shared by the pooled rows that runs once. ARC's two-token "Question:" would save 5% of
+# its tokens, but the log-likelihoods then drift from HFLM's up to 1e-3 (from 2e-4; SmolLM2-135M, four
+# sub-networks); MMLU's eleven-token header opening stays within 1e-4.
+MIN_POOL_PREFIX = 8
+
 
 @dataclass
 class RowGroup:
@@ -27,10 +44,59 @@ class RowGroup:
     rows: list[PackedRow]
     offsets: list[int]  # global number of each row's first request
 
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prefix) + sum(len(r) for r in self.rows)
+
+
+def _pays(rows: int, prefix: int, forward_passes: int, forward_cost: int) -> bool:
+    """Whether reading `prefix` tokens once instead of once per row saves more than `forward_passes` cost."""
+    return (rows - 1) * prefix > forward_passes * forward_cost
+
+
+def plan_prefixes(
+    groups: Sequence[RowGroup], min_group_prefix: int = 32, forward_cost: int = CPU_FORWARD_COST
+) -> list[RowGroup]:
+    """The row groups to batch: groups whose own prefix pays, then one pool of all other rows.
+
+    Args:
+        groups: per group (MMLU subject), its full rows and an empty prefix.
+        min_group_prefix: shortest group prefix considered.
+        forward_cost: what one more forward pass costs, in tokens.
+
+    A group's common prefix (an MMLU subject's five solved examples, TruthfulQA's primer) runs once
+    when it saves more than two forward passes: its own, and the group's last, partly filled batch.
+    The other groups' rows are pooled into common batches, so small groups (MMLU with a few questions
+    per subject) still fill batches; the prefix the whole pool shares (MMLU's "The following are
+    multiple choice questions (with answers) about") runs once when it saves more than its own pass
+    and is at least `MIN_POOL_PREFIX` tokens long.
+    """
+    planned: list[RowGroup] = []
+    pool = RowGroup((), [], [])
+    for group in groups:
+        prefix, stripped = split_group_prefix(group.rows, min_group_prefix)
+        if prefix and _pays(len(group.rows), len(prefix), 2, forward_cost):
+            planned.append(RowGroup(prefix, stripped, group.offsets))
+        else:
+            pool.rows.extend(group.rows)
+            pool.offsets.extend(group.offsets)
+    if pool.rows:
+        prefix, stripped = split_group_prefix(pool.rows, MIN_POOL_PREFIX)
+        if prefix and _pays(len(pool.rows), len(prefix), 1, forward_cost):
+            pool = RowGroup(prefix, stripped, pool.offsets)
+        planned.append(pool)
+    return planned
+
 
 @dataclass
 class BuiltTask:
-    """A task's selected items as packed rows; batches are cut per token budget on first use."""
+    """A task's selected items as packed rows; prefixes planned and batches cut per device on first use.
+
+    Attributes:
+        groups: per group, its packed rows (prefixes not yet split off).
+        share_prefix: False keeps every row whole (no prefix run once).
+        min_group_prefix: shortest group prefix considered (`plan_prefixes`).
+    """
 
     task: MultipleChoiceTask
     doc_indices: list[int]
@@ -38,28 +104,36 @@ class BuiltTask:
     offsets: list[int]  # first request number of each item
     groups: list[RowGroup]
     num_requests: int
-    _batches: dict[tuple[int, int], list[Batch]] = field(default_factory=dict)
+    share_prefix: bool = True
+    min_group_prefix: int = 32
+    _plans: dict[int, list[RowGroup]] = field(default_factory=dict)
+    _batches: dict[tuple[int, int, int], list[Batch]] = field(default_factory=dict)
 
-    @property
-    def num_tokens(self) -> int:
-        """Tokens one evaluation reads: each group's prefix once, plus every row."""
-        return sum(len(g.prefix) + sum(len(r) for r in g.rows) for g in self.groups)
+    def plan(self, forward_cost: int = CPU_FORWARD_COST) -> list[RowGroup]:
+        """The groups as batched: each with the prefix it runs once per evaluation (see `plan_prefixes`)."""
+        if forward_cost not in self._plans:
+            if self.share_prefix:
+                self._plans[forward_cost] = plan_prefixes(self.groups, self.min_group_prefix, forward_cost)
+            else:
+                pooled = RowGroup(
+                    (), [r for g in self.groups for r in g.rows], [o for g in self.groups for o in g.offsets]
+                )
+                self._plans[forward_cost] = [pooled]
+        return self._plans[forward_cost]
 
-    def batches(self, batch_tokens: int, max_batch_size: int) -> list[Batch]:
-        """Length-sorted batches; rows of groups without a shared prefix are pooled into common batches."""
-        key = (batch_tokens, max_batch_size)
+    def num_tokens(self, forward_cost: int = CPU_FORWARD_COST) -> int:
+        """Tokens one evaluation reads: each planned prefix once, plus every row."""
+        return sum(g.num_tokens for g in self.plan(forward_cost))
+
+    def batches(self, batch_tokens: int, max_batch_size: int, forward_cost: int = CPU_FORWARD_COST) -> list[Batch]:
+        """Length-sorted batches of each planned group, each group's prefix lent to its batches."""
+        key = (batch_tokens, max_batch_size, forward_cost)
         if key not in self._batches:
-            pooled = RowGroup((), [], [])
-            batches = []
-            for g in self.groups:
-                if g.prefix:
-                    batches += make_batches(g.rows, g.offsets, batch_tokens, max_batch_size, g.prefix)
-                else:
-                    pooled.rows.extend(g.rows)
-                    pooled.offsets.extend(g.offsets)
-            if pooled.rows:
-                batches += make_batches(pooled.rows, pooled.offsets, batch_tokens, max_batch_size)
-            self._batches[key] = batches
+            self._batches[key] = [
+                batch
+                for g in self.plan(forward_cost)
+                for batch in make_batches(g.rows, g.offsets, batch_tokens, max_batch_size, g.prefix)
+            ]
         return self._batches[key]
 
     def score(self, lls: np.ndarray, greedy: np.ndarray, with_items: bool) -> TaskResult:
@@ -102,33 +176,31 @@ def build_task(
 
     Args:
         share_prefix: read each document's context once for all its choices, and a prefix common to a
-            whole group (MMLU subject, TruthfulQA's primer) once per evaluation; False packs every
-            request on its own (the unshared reference).
-        min_group_prefix: shortest common prefix worth running once for a group.
+            group or to all rows once per evaluation where it pays; False packs every request on its own
+            (the unshared reference).
+        min_group_prefix: shortest common prefix of a group considered for running once.
     """
     doc_indices, items = task.items(selection, data_dir)
     encoded = encoder.encode([request for item in items for request in item.requests])
-    by_group: dict[str, tuple[list[PackedRow], list[int]]] = {}
+    by_group: dict[str, RowGroup] = {}
     offsets, position = [], 0
     for item in items:
         offsets.append(position)
-        rows, starts = by_group.setdefault(item.group, ([], []))
-        rows.append(pack(encoded[position : position + len(item.requests)], share=share_prefix))
-        starts.append(position)
+        group = by_group.setdefault(item.group, RowGroup((), [], []))
+        group.rows.append(pack(encoded[position : position + len(item.requests)], share=share_prefix))
+        group.offsets.append(position)
         position += len(item.requests)
-    groups = []
-    for rows, starts in by_group.values():
-        prefix, stripped = split_group_prefix(rows, min_group_prefix) if share_prefix else ((), rows)
-        groups.append(RowGroup(prefix, stripped, starts))
-    built = BuiltTask(task, doc_indices, items, offsets, groups, position)
-    shared = sum(len(g.prefix) > 0 for g in groups)
+    built = BuiltTask(
+        task, doc_indices, items, offsets, list(by_group.values()), position, share_prefix, min_group_prefix
+    )
+    plan = built.plan()
     log.info(
-        "%s: %d items, %d requests, %d tokens per evaluation (%d of %d groups share a prefix)",
+        "%s: %d items, %d requests, %d tokens per evaluation on CPU (%d prefixes run once, %d groups)",
         task.name,
         len(items),
         position,
-        built.num_tokens,
-        shared,
-        len(groups),
+        built.num_tokens(),
+        sum(len(g.prefix) > 0 for g in plan),
+        len(by_group),
     )
     return built

@@ -25,7 +25,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from nas.errors import NASError
-from nas.evaluation.built_task import BuiltTask, build_task
+from nas.evaluation.built_task import CPU_FORWARD_COST, CUDA_FORWARD_COST, BuiltTask, build_task
 from nas.evaluation.encoding import RequestEncoder, max_length
 from nas.evaluation.loglikelihood import ForwardTimer, score_batches
 from nas.evaluation.results import ResultsCache, TaskResult, sub_network_key, weights_fingerprint
@@ -48,8 +48,11 @@ class Evaluator:
             (larger batches do not run faster there and pad more), 16384 on CUDA.
         max_batch_size: rows per forward pass at most.
         share_prefix: read each document's context once for all its choices, and a prefix common to a
-            whole group (MMLU subject, TruthfulQA's primer) once per evaluation (off: every request alone).
-        min_group_prefix: shortest group prefix (tokens) worth running once per evaluation.
+            whole group (MMLU subject, TruthfulQA's primer) or to all rows once per evaluation where that
+            saves more than the forward passes it costs (off: every request alone).
+        min_group_prefix: shortest group prefix (tokens) considered for running once per evaluation.
+        forward_cost: what one more forward pass costs, in tokens of a batch, to decide which prefixes
+            pay (`built_task.plan_prefixes`); None: 16 on CPU (measured), 1024 on CUDA.
         cache_file: JSON-lines file mirroring the results cache (None: memory only).
         progress: show a progress bar per evaluation.
     """
@@ -68,6 +71,7 @@ class Evaluator:
         max_batch_size: int = 64,
         share_prefix: bool = True,
         min_group_prefix: int = 32,
+        forward_cost: int | None = None,
         cache_file: str | Path | None = None,
         progress: bool = True,
     ) -> None:
@@ -79,10 +83,15 @@ class Evaluator:
             raise NASError(f"Task names must be unique; got {names}.")
         if (batch_tokens is not None and batch_tokens < 1) or max_batch_size < 1:
             raise NASError("batch_tokens and max_batch_size must be positive.")
+        if forward_cost is not None and forward_cost < 0:
+            raise NASError(
+                f"forward_cost={forward_cost}: use a number of tokens >= 0, or null for the device's default."
+            )
         self.selection = Selection(limit, limit_mode, seed)
         self.encoder = RequestEncoder(tokenizer, max_length)
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
+        self.forward_cost = forward_cost
         self.share_prefix = share_prefix
         self.progress = progress
         self.cache = ResultsCache(cache_file)
@@ -142,7 +151,7 @@ class Evaluator:
                 continue
             timer = ForwardTimer()
             start = time.perf_counter()
-            batches = built.batches(self._batch_tokens(model), self.max_batch_size)
+            batches = built.batches(self._batch_tokens(model), self.max_batch_size, self._forward_cost(model))
             lls, greedy = score_batches(model, batches, built.num_requests, self.progress, name, timer)
             result = built.score(lls, greedy, with_items)
             result.seconds = time.perf_counter() - start
@@ -156,6 +165,11 @@ class Evaluator:
         if self.batch_tokens is not None:
             return self.batch_tokens
         return 16384 if next(model.parameters()).device.type == "cuda" else 512
+
+    def _forward_cost(self, model: Any) -> int:
+        if self.forward_cost is not None:
+            return self.forward_cost
+        return CUDA_FORWARD_COST if next(model.parameters()).device.type == "cuda" else CPU_FORWARD_COST
 
     def _accumulate(self, timer: ForwardTimer) -> None:
         total = self.last_timer

@@ -8,8 +8,9 @@ separate causal forward pass of `context + continuation` would give (up to float
 cost of the context once instead of once per choice. For one-token continuations (MMLU's " A".." D")
 all requests are the prefix itself and the row is just the context.
 
-Across documents, a long prefix common to a whole group (TruthfulQA's six-question primer, MMLU's
-subject description and five solved examples) is cut off the rows by `split_group_prefix`; `batching.py`
+Across documents, a prefix common to a whole group (TruthfulQA's six-question primer, MMLU's subject
+description and five solved examples) or to all rows (the opening words of MMLU's subject headers) is
+cut off the rows by `split_group_prefix` where that pays (`built_task.plan_prefixes`); `batching.py`
 runs it once per evaluation and lends its KV cache to every row of the group.
 """
 

@@ -259,7 +259,10 @@ def run_worker(ctx: SearchContext, progress: bool = False) -> int:
             key = sub.to_json()
             trial.set_user_attr(WORKER_ATTR, me)
             trial.set_user_attr("subnet_key", key)
+            # Running trials first, then completed ones: a trial finishing in between is counted twice
+            # (we wait), never missed (the budget would be exceeded).
             ahead = [t for t in alive_running(study) if t.number < trial.number]
+            known = _evaluated_by_key(study)
             if len(known) + len(ahead) >= budget or any(t.user_attrs.get("subnet_key") == key for t in ahead):
                 trial.set_user_attr("skipped", "budget taken or the same sub-network in flight in another worker")
                 study.tell(trial, state=TrialState.FAIL)
