@@ -19,7 +19,6 @@ from tqdm.auto import tqdm
 
 from nas.quantization.config import QuantizationConfig
 from nas.quantization.quantize import quantize_sub_network
-from nas.quantization.scoring import score_quantized
 from nas.search.outputs import pareto_front
 from nas.search.runner import prepare
 from nas.supernet.subnetwork import SubNetwork
@@ -54,16 +53,9 @@ def quantize_pareto_set(cfg: DictConfig, search_dir: Path, out_dir: Path) -> dic
         work = out_dir / "work" / str(trial)
         quantized = quantize_sub_network(ctx.model, sub, ctx.tokenizer, qcfg, work)
         assert quantized is not None
-        details: dict[str, Any] = {}
-        values = score_quantized(
-            quantized,
-            ctx.objectives,
-            scorer.evaluator,
-            scorer.perplexity_evaluator,
-            scorer.meter,
-            scorer.seq_len,
-            details,
-        )
+        # The study's own scorer: tasks already built, perplexity text already tokenised.
+        values, details = scorer.measure(quantized.model, sub, footprint_gb=quantized.footprint_gb)
+        details |= {"footprint_bytes": quantized.footprint_bytes, "quantization": qcfg.method}
         entries.append(
             {
                 "trial": trial,
