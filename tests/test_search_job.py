@@ -224,3 +224,22 @@ def test_wandb_offline_run_is_written_and_closed(tmp_path):
         assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
     finally:
         wandb.teardown()  # later tests (Lightning's WandbLogger) start from a fresh wandb process state
+
+
+def test_report_tables_with_mixed_column_types_reach_wandb(tmp_path):
+    """A selection table whose `trial` column holds "reference" and trial numbers is logged, not refused."""
+    import wandb
+
+    from nas.search.tracking import log_report
+
+    cfg = compose_search([*base_overrides(tmp_path), "wandb.mode=offline", f"wandb.dir={tmp_path}"])
+    rows = [
+        {"selection": "reference", "trial": "reference", "arc_easy": 50.0, "int8_gb": None},
+        {"selection": "same accuracy, smallest", "trial": 23, "arc_easy": 52.0, "int8_gb": 0.18},
+    ]
+    try:
+        log_report(cfg, "mixed", [], {"selected": rows})
+        assert wandb.run is None  # finished
+        assert any((tmp_path / "wandb").glob("offline-run-*/**/*.wandb"))
+    finally:
+        wandb.teardown()

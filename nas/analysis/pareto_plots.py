@@ -35,6 +35,16 @@ def front_2d(x: np.ndarray, y: np.ndarray, x_obj: Objective, y_obj: Objective) -
     return idx[np.lexsort((y[idx], x[idx]))]
 
 
+def _staircase(x_obj: Objective) -> str:
+    """Matplotlib drawstyle that traces the border of the region a front (sorted by x) dominates.
+
+    A member dominates everything worse on both axes, so between two members the border stays level
+    and then steps: at the first member's value when x is a cost (it covers larger x), at the second's
+    when x is maximised (it covers smaller x). Never the straight segment, which no sub-network attains.
+    """
+    return "steps-pre" if x_obj.maximize else "steps-post"
+
+
 def quantized_x(result: Any, cost: Objective) -> float | None:
     """The quantized model's cost: its real footprint for size objectives, else its measured value."""
     if cost.kind == "size_gb" and result.footprint_gb is not None:
@@ -55,6 +65,7 @@ def plot_pareto(run: RunData, quality: Objective, cost: Objective, path: str | P
         x[front],
         y[front],
         "-o",
+        drawstyle=_staircase(cost),
         color=figures.FRONT_COLOR,
         ms=5,
         lw=1.5,
@@ -114,7 +125,15 @@ def _overlay_quantized(ax: Any, run: RunData, quality: Objective, cost: Objectiv
         if points:
             qx_arr, qy_arr = np.array(points).T
             front_q = front_2d(qx_arr, qy_arr / sy, cost, quality)
-            ax.plot(qx_arr[front_q], qy_arr[front_q], "--", color=color, lw=1.2, zorder=3)
+            ax.plot(
+                qx_arr[front_q],
+                qy_arr[front_q],
+                "--",
+                drawstyle=_staircase(cost),
+                color=color,
+                lw=1.2,
+                zorder=3,
+            )
             ax.scatter(
                 qx_arr,
                 qy_arr,

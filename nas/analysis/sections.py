@@ -20,13 +20,26 @@ from nas.analysis.pareto_plots import pairs, pareto_file_name, plot_pareto
 from nas.analysis.progress import PREDICTOR_COLUMNS, plot_hypervolume, plot_predictors, predictor_rows
 from nas.analysis.run import RunData
 from nas.analysis.selection import pareto_table, select, selection_table
-from nas.analysis.units import quality_objectives, slug
+from nas.analysis.units import quality_objectives, short_label, shown, slug, value_format
 
 Section = tuple[list[Block], dict[str, Any]]
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _reference_values(run: RunData) -> str:
+    """The unmodified model's objective values in the units of the tables (accuracies in percent)."""
+    by_name = {o.name: o for o in run.objectives}
+    parts = []
+    for name, value in run.reference.items():
+        objective = by_name.get(name)
+        if objective is None or not isinstance(value, int | float):
+            parts.append(f"{name} = {_fmt(value)}")
+        else:
+            parts.append(f"{short_label(objective)} = {shown(objective, value):{value_format(objective)}}")
+    return ", ".join(parts)
 
 
 def overview(run: RunData, hv: list[dict[str, Any]]) -> Section:
@@ -39,7 +52,7 @@ def overview(run: RunData, hv: list[dict[str, Any]]) -> Section:
         f"Study: {run.study_name} ({run.algorithm or 'unknown algorithm'}), in {run.search_dir}",
         f"Search space: {run.space_name or 'unknown'}" + (f": {choices}" if choices else ""),
         "Objectives: " + ", ".join(f"{o.name} ({o.kind}, {o.direction})" for o in run.objectives),
-        "Unmodified model: " + (", ".join(f"{k} = {_fmt(v)}" for k, v in run.reference.items()) or "not recorded"),
+        "Unmodified model: " + (_reference_values(run) or "not recorded"),
         f"Real evaluations: {len(run.evaluations)}; duplicate proposals answered from the database: {run.duplicates}",
         "Trials by state: " + ", ".join(f"{k} {v}" for k, v in run.trial_states.items()),
         f"Pareto set (all objectives): {len(run.pareto_set())} sub-networks",

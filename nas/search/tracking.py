@@ -21,6 +21,11 @@ MODES = ("disabled", "offline", "online")
 
 
 def _table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows for a `wandb.Table`, which insists on one type per column.
+
+    Values that are not plain scalars become strings, and so does every value of a column that mixes
+    strings with numbers (e.g. `trial` holding both "reference" and trial numbers).
+    """
     columns: list[str] = []
     for row in rows:
         columns.extend(k for k in row if k not in columns)
@@ -28,6 +33,12 @@ def _table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]
         [v if isinstance(v, int | float | str | bool) or v is None else str(v) for v in (r.get(c) for c in columns)]
         for r in rows
     ]
+    for index in range(len(columns)):
+        kinds = {isinstance(values[index], str) for values in plain if values[index] is not None}
+        if len(kinds) > 1:
+            for values in plain:
+                if values[index] is not None:
+                    values[index] = str(values[index])
     return columns, plain
 
 
