@@ -21,13 +21,27 @@ def nas_error_behind(exc: BaseException | None) -> NASError | None:
     return None
 
 
+def in_multirun() -> bool:
+    """Whether this is one job of a Hydra multirun (`-m`, or `hydra.mode: MULTIRUN`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @contextmanager
 def exit_on_nas_error() -> Iterator[None]:
-    """End the run with our own errors' one clear message, not a traceback from deep in a library."""
+    """End the run with our own errors' one clear message, not a traceback from deep in a library.
+
+    In a multirun the error is raised instead, as the job's failure: exiting would end the whole sweep,
+    while Hydra records a failed job, runs the others and reports the failure at the end.
+    """
     try:
         yield
     except Exception as exc:
         cause = nas_error_behind(exc)
         if cause is None:
             raise
+        if in_multirun():
+            raise cause from None
         raise SystemExit(f"Error: {cause}") from None

@@ -30,6 +30,16 @@ from nas.training.module import SuperNetModule
 log = logging.getLogger(__name__)
 
 
+def training_steps(cfg: DictConfig, datamodule: Any, accumulate: int) -> int:
+    """Optimizer steps to run: `epochs` over the training split when set, capped by `trainer.max_steps`
+    when that is positive (as in Lightning, whichever ends first), so `trainer.max_steps=2` shortens any run."""
+    cap = int(cfg.trainer.max_steps)
+    if not cfg.epochs:
+        return cap
+    steps = int(datamodule.steps_for_epochs(cfg.epochs, accumulate))
+    return min(steps, cap) if cap > 0 else steps
+
+
 def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """The whole job; returns the summary it writes to `<output_dir>/training.json`."""
     output_dir = Path(output_dir)
@@ -56,7 +66,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         model, strategy, sampler, **cast(dict[str, Any], OmegaConf.to_container(cfg.optim, resolve=True))
     )
     datamodule.bind(tokenizer)
-    max_steps = datamodule.steps_for_epochs(cfg.epochs, module.accumulate) if cfg.epochs else cfg.trainer.max_steps
+    max_steps = training_steps(cfg, datamodule, module.accumulate)
 
     checkpoints = ModelCheckpoint(
         dirpath=output_dir / "checkpoints",

@@ -3,7 +3,10 @@ changed settings refused, bad input before any stage, and the shipped experiment
 
 from __future__ import annotations
 
+import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,11 @@ EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "exp
 def compose_pipeline(overrides: list[str]):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose(config_name="pipeline", overrides=overrides)
+
+
+def compose_train(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
 
 
 def tiny_pipeline(tmp: Path, *extra: str) -> list[str]:
@@ -110,13 +118,40 @@ def test_bad_input_fails_before_any_stage(tmp_path):
     assert not (tmp_path / "run" / "train").exists()
 
 
+# Shared bases are included by the experiments, llama_nas_finetune is a training run (tests/test_train_cli.py runs
+# it), and ablation_sampler is a multirun (test_ablation_sweep_compares_jobs_and_reports_a_failed_one runs it).
+RUNNABLE = [e for e in EXPERIMENTS if not e.endswith("_base") and e not in ("llama_nas_finetune", "ablation_sampler")]
+# The issue's shrinking overrides, then what any experiment needs on this offline CPU machine: the one-device
+# trainer instead of FSDP / bf16 GPU ones, local data instead of the hub, and no W&B.
+SHRINK = ["model=tiny_llama", "search.n_trials=6", "search.population_size=3", "trainer.max_steps=2", "limit=8"]
+OFFLINE_CPU = ["trainer=default", "trainer.max_steps=2", "data.source=auto", "logger=csv", "wandb.mode=disabled"]
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiments_compose(experiment):
-    if experiment == "llama_nas_finetune":  # a training experiment (python -m nas.train)
+    if experiment == "llama_nas_finetune":
+        cfg = compose_train(["experiments=llama_nas_finetune"])
+        assert cfg.name == experiment and cfg.strategy._target_.endswith("AlternatingStrategy")
         return
     cfg = compose_pipeline([f"experiments={experiment}"])
     assert cfg.name == experiment or experiment.endswith("_base")
     assert len(cfg.objectives) >= 2 and cfg.search.n_trials >= cfg.search.population_size
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", RUNNABLE)
+def test_experiment_runs_to_completion_on_the_tiny_model(experiment, tmp_path):
+    overrides = [f"experiments={experiment}", *SHRINK, *OFFLINE_CPU, f"logger.save_dir={tmp_path}"]
+    if experiment == "llama_nas_mmlu":  # 57 subjects of 5-shot prompts, ~3k tokens each with the byte tokenizer
+        overrides.append("limit=1")
+    cfg = compose_pipeline([*overrides, f"paths.output_dir={tmp_path / 'run'}"])
+    summary = run_pipeline(cfg, tmp_path / "run")
+    assert [s for s, on in cfg.stages.items() if on] == list(summary["stages"])
+    search = json.loads((tmp_path / "run" / "search" / "summary.json").read_text())
+    assert search["evaluations"] == 6
+    assert {o["name"] for o in search["objectives"]} == set(search["reference"])
+    assert cfg.evaluator.limit == (1 if experiment == "llama_nas_mmlu" else 8)
+    assert (tmp_path / "run" / "analyze" / "report.html").is_file()
 
 
 def test_paper_settings_are_in_the_experiments():
@@ -138,21 +173,62 @@ def test_paper_settings_are_in_the_experiments():
     assert quick.search.n_trials >= 20 and quick.model._target_.endswith("gguf_package_model")
 
 
-def test_multirun_jobs_are_compared_in_a_sweep_summary(tmp_path):
-    from nas.analysis.sweep import write_sweep_summary
+@pytest.mark.slow
+def test_ablation_sweep_compares_jobs_and_reports_a_failed_one(tmp_path):
+    """The issue's multirun, shrunk: two samplers x two budgets, where the budget of 2 fails (below the
+    population): every job still runs, the failures are listed with their error, the others compared."""
+    sweep = tmp_path / "sweep"
+    shrink = [o for o in SHRINK if not o.startswith("search.n_trials")]
+    command = [sys.executable, "-m", "nas.pipeline", "-m", "experiments=ablation_sampler", *shrink, *OFFLINE_CPU]
+    command += ["sampler=uniform,importance_random", "search.n_trials=6,2", f"hydra.sweep.dir={sweep}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert done.returncode != 0 and "below search.population_size" in done.stderr  # Hydra re-raises at the end
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert [j.split("_", 1)[0] for j in jobs] == ["0", "1", "2", "3"]
+    assert all("sampler=" in j and "search.n_trials=" in j for j in jobs)
+    with (sweep / "sweep_summary.csv").open() as f:
+        rows = {row["job"]: row for row in csv.DictReader(f)}
+    assert set(rows) == set(jobs)
+    for job, row in rows.items():
+        if "search.n_trials=2" in job:
+            assert row["status"] == "failed" and "below search.population_size" in row["error"]
+        else:
+            assert row["status"] == "completed" and row["evaluations"] == "6" and float(row["hypervolume"]) >= 0
+            assert json.loads((sweep / job / "search" / "summary.json").read_text())["evaluations"] == 6
+    text = (sweep / "sweep_summary.md").read_text()
+    assert "## Failed jobs" in text and "sweep_summary.png" in text
+    assert (sweep / "sweep_summary.png").stat().st_size > 10_000
 
+
+def test_sweep_summary_of_finished_and_failed_jobs(tmp_path):
+    from nas.analysis.sweep import STATUS_FILE, write_sweep_summary
+
+    objectives = [
+        {"kind": "accuracy", "direction": "maximize", "tasks": ["arc_easy"], "name": "arc_easy"},
+        {"kind": "params", "direction": "minimize", "name": "params"},
+    ]
     for job, hv in (("0_sampler=uniform", 0.41), ("1_sampler=grid_params", 0.47)):
-        (tmp_path / job / "search").mkdir(parents=True)
-        summary = {"evaluations": 100, "pareto_size": 7, "hypervolume": hv, "reference": {"arc_easy": 0.5}}
-        (tmp_path / job / "search" / "summary.json").write_text(json.dumps(summary))
+        search = tmp_path / job / "search"
+        search.mkdir(parents=True)
+        summary = {"evaluations": 3, "pareto_size": 2, "hypervolume": hv, "reference": {"arc_easy": 0.5, "params": 9}}
+        (search / "summary.json").write_text(json.dumps({**summary, "objectives": objectives}))
+        (search / "trials.csv").write_text(
+            "number,state,evaluated,arc_easy,params\n0,COMPLETE,True,0.4,5\n1,COMPLETE,True,0.45,7\n2,PRUNED,False,,\n"
+        )
+        (search / "hypervolume.csv").write_text(f"evaluations,trial,hypervolume\n1,0,0.2\n2,1,{hv}\n")
+    (tmp_path / "2_sampler=broken" / ".hydra").mkdir(parents=True)
+    (tmp_path / "2_sampler=broken" / STATUS_FILE).write_text(json.dumps({"status": "failed", "error": "ValueError: x"}))
+    (tmp_path / "10_sampler=late" / ".hydra").mkdir(parents=True)  # started, not finished
     rows = write_sweep_summary(tmp_path)
-    assert [(r["job"], r["hypervolume"]) for r in rows] == [
-        ("0_sampler=uniform", 0.41),
-        ("1_sampler=grid_params", 0.47),
+    assert [(r["job"], r["status"], r["hypervolume"]) for r in rows] == [
+        ("0_sampler=uniform", "completed", 0.41),
+        ("1_sampler=grid_params", "completed", 0.47),
+        ("2_sampler=broken", "failed", None),
+        ("10_sampler=late", "unfinished", None),
     ]
     text = (tmp_path / "sweep_summary.md").read_text()
-    assert "1_sampler=grid_params" in text and "0.4700" in text
-    assert (tmp_path / "sweep_summary.csv").is_file()
+    assert "0.4700" in text and "- `2_sampler=broken`: ValueError: x" in text
+    assert (tmp_path / "sweep_summary.csv").is_file() and (tmp_path / "sweep_summary.png").is_file()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         cfg = compose(config_name="pipeline", overrides=["experiments=ablation_sampler"], return_hydra_config=True)
     assert cfg.hydra.callbacks.sweep_summary._target_ == "nas.analysis.sweep.SweepSummary"

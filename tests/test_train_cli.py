@@ -38,8 +38,7 @@ def test_llama_nas_experiment_runs_on_a_tiny_model(tmp_path):
         [
             "experiments=llama_nas_finetune",
             *TINY,
-            "epochs=null",
-            "trainer.max_steps=4",
+            "trainer.max_steps=4",  # stops the experiment's 6 epochs after 4 steps
             "optim.accumulate=2",
             "trainer.val_check_interval=4",
             "trainer.limit_val_batches=1",
@@ -70,6 +69,8 @@ def test_epochs_set_the_number_of_steps(tmp_path):
     )  # long enough to drop no example
     # 60 records - 10 held out = 50 -> 25 micro-batches per epoch -> half an epoch is 7 optimizer steps of 2.
     assert run_training(cfg, tmp_path)["steps"] == 7
+    cfg.trainer.max_steps = 3  # whichever ends first, as in Lightning
+    assert run_training(cfg, tmp_path / "capped")["steps"] == 3
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):

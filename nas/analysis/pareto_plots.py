@@ -35,7 +35,7 @@ def front_2d(x: np.ndarray, y: np.ndarray, x_obj: Objective, y_obj: Objective) -
     return idx[np.lexsort((y[idx], x[idx]))]
 
 
-def _staircase(x_obj: Objective) -> str:
+def staircase(x_obj: Objective) -> str:
     """Matplotlib drawstyle that traces the border of the region a front (sorted by x) dominates.
 
     A member dominates everything worse on both axes, so between two members the border stays level
@@ -65,7 +65,7 @@ def plot_pareto(run: RunData, quality: Objective, cost: Objective, path: str | P
         x[front],
         y[front],
         "-o",
-        drawstyle=_staircase(cost),
+        drawstyle=staircase(cost),
         color=figures.FRONT_COLOR,
         ms=5,
         lw=1.5,
@@ -129,7 +129,7 @@ def _overlay_quantized(ax: Any, run: RunData, quality: Objective, cost: Objectiv
                 qx_arr[front_q],
                 qy_arr[front_q],
                 "--",
-                drawstyle=_staircase(cost),
+                drawstyle=staircase(cost),
                 color=color,
                 lw=1.2,
                 zorder=3,

@@ -1,7 +1,7 @@
 """`python -m nas.search`: multi-objective sub-network search (Optuna NSGA-II, LINAS, random).
 
     python -m nas.search                                  # NSGA-II, ARC-Easy acc_norm vs size, SmolLM2
-    python -m nas.search search=linas search.n_trials=100 evaluator.limit=100
+    python -m nas.search search=linas search.n_trials=100 limit=100
     python -m nas.search objective=perplexity_vs_params search=random search.n_workers=2
     python -m nas.search supernet=multirun_outputs/train/<time>/supernet   # a trained super-network
 
