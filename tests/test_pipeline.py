@@ -154,6 +154,16 @@ def test_experiment_runs_to_completion_on_the_tiny_model(experiment, tmp_path):
     assert (tmp_path / "run" / "analyze" / "report.html").is_file()
 
 
+@pytest.mark.parametrize("entry", ["pipeline", "search", "train", "evaluate"])
+def test_unknown_experiment_lists_the_available_ones(entry):
+    from hydra.errors import MissingConfigException
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        with pytest.raises(MissingConfigException, match="Could not find 'experiments/no_such'") as error:
+            compose(config_name=entry, overrides=["experiments=no_such"])
+    assert all(name in str(error.value) for name in ("quickstart", "ablation_sampler", "llama_nas_arc_c"))
+
+
 def test_paper_settings_are_in_the_experiments():
     arc_c = compose_pipeline(["experiments=llama_nas_arc_c"])
     assert arc_c.model.name_or_path == "meta-llama/Llama-2-7b-hf" and arc_c.search.algorithm == "linas"
