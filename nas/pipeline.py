@@ -40,7 +40,7 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "reorder": ("model", "calibration", "dimensions"),
     "train": ("model", "search_space", "strategy", "sampler", "data", "optim", "finetune", "trainer", "epochs", "seed"),
     "search": ("model", "search_space", "search", "objectives", "evaluator", "perplexity", "speed"),
-    "quantize": ("quantization",),
+    "quantize": ("quantization", "pareto_speed"),
     "analyze": ("analysis",),
     "export": ("export",),
 }

@@ -146,6 +146,7 @@ def test_cli_reads_a_pipeline_run_with_quantized_results(search_dir, tmp_path):
             "method": "int8",
             "values": {"perplexity": p["perplexity"] * 1.01},
             "footprint_bytes": 1000 + i,
+            "details": {"prefill_tokens_per_s": 900.0, "decode_tokens_per_s": 40.0 + i},
         }
         for i, p in enumerate(front)
     ]
@@ -155,9 +156,17 @@ def test_cli_reads_a_pipeline_run_with_quantized_results(search_dir, tmp_path):
             "method": "int8",
             "values": {"perplexity": reference["perplexity"]},
             "footprint_bytes": 5000,
+            "details": {"decode_tokens_per_s": 30.0},
         }
     ]
     (pipeline / "quantized.json").write_text(json.dumps(entries))
+    # The pipeline's timing of the Pareto set and of the unmodified model (quantize/speed.json).
+    speeds = [
+        {"trial": p["number"], "prefill_tokens_per_s": 2000.0, "decode_tokens_per_s": 60.0 + i}
+        for i, p in enumerate(front)
+    ]
+    speeds.append({"trial": "reference", "prefill_tokens_per_s": 1500.0, "decode_tokens_per_s": 50.0})
+    (pipeline / "speed.json").write_text(json.dumps(speeds))
     from nas.analyze import run_analysis
 
     result = run_analysis(compose_config("analyze", [f"run_dir={pipeline}", "analysis.size_fractions=[0.7]"]))
@@ -168,6 +177,12 @@ def test_cli_reads_a_pipeline_run_with_quantized_results(search_dir, tmp_path):
     assert all(pareto[p["number"]]["int8_quality"] == pytest.approx(p["perplexity"] * 1.01) for p in front)
     assert "INT8" in (pipeline / "report" / "report.md").read_text()
     self_contained((pipeline / "report" / "report.html").read_text())
+    # Throughput was not an objective: the timed Pareto set gets its own plot and columns.
+    assert (pipeline / "report" / "figures" / "pareto_perplexity_vs_throughput_decode.png").is_file()
+    assert rows[0]["decode_tokens_per_s"] == 50.0 and rows[0]["int8_decode"] == 30.0  # the unmodified model
+    assert all(pareto[p["number"]]["decode_tokens_per_s"] == 60.0 + i for i, p in enumerate(front))
+    assert all(pareto[p["number"]]["int8_decode"] == 40.0 + i for i, p in enumerate(front))
+    assert "decode tok/s" in (pipeline / "report" / "report.md").read_text()
 
 
 def evaluation(number: int, values: dict[str, float], layers: int, mlp: tuple[int, ...]) -> Evaluation:

@@ -82,7 +82,13 @@ def test_every_stage_runs_and_leaves_its_outputs(finished):
     assert trained["nas_layer_order"] == reordered["nas_layer_order"]  # training started from the reordered model
     search = json.loads((run / "search" / "summary.json").read_text())
     assert search["evaluations"] == 6
-    assert (run / "quantize" / "quantized.json").is_file()
+    quantized = json.loads((run / "quantize" / "quantized.json").read_text())
+    timed = json.loads((run / "quantize" / "speed.json").read_text())  # throughput is not an objective here
+    assert [e["trial"] for e in timed] == [e["trial"] for e in quantized]  # the reference and the Pareto set
+    assert all(e["decode_tokens_per_s"] > 0 for e in timed)
+    assert all(e["details"]["decode_tokens_per_s"] > 0 for e in quantized)  # the INT8 versions, timed too
+    assert "decode tok/s" in (run / "analyze" / "report.md").read_text()
+    assert any((run / "analyze" / "figures").glob("pareto_*_vs_throughput_decode.png"))
     assert (run / "analyze" / "report.html").is_file() and (run / "analyze" / "report.md").is_file()
     exported = [p for p in (run / "export").iterdir() if p.is_dir()]
     assert exported and all((p / "config.json").is_file() for p in exported)
@@ -158,9 +164,11 @@ def test_experiment_runs_to_completion_on_the_tiny_model(experiment, tmp_path):
 def test_unknown_experiment_lists_the_available_ones(entry):
     from hydra.errors import MissingConfigException
 
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        with pytest.raises(MissingConfigException, match="Could not find 'experiments/no_such'") as error:
-            compose(config_name=entry, overrides=["experiments=no_such"])
+    with (
+        initialize_config_dir(config_dir=CONF, version_base="1.3"),
+        pytest.raises(MissingConfigException, match="Could not find 'experiments/no_such'") as error,
+    ):
+        compose(config_name=entry, overrides=["experiments=no_such"])
     assert all(name in str(error.value) for name in ("quickstart", "ablation_sampler", "llama_nas_arc_c"))
 
 

@@ -8,6 +8,7 @@ linked to the 16-bit point they came from.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +54,20 @@ def quantized_x(result: Any, cost: Objective) -> float | None:
     return None if value is None else float(value)
 
 
-def plot_pareto(run: RunData, quality: Objective, cost: Objective, path: str | Path, dpi: int = 110) -> Path:
-    """Write the plot of `quality` (y) against `cost` (x) to `path`."""
+def plot_pareto(
+    run: RunData,
+    quality: Objective,
+    cost: Objective,
+    path: str | Path,
+    dpi: int = 110,
+    points: str = "evaluated sub-networks",
+) -> Path:
+    """Write the plot of `quality` (y) against `cost` (x) to `path`; `points` names the grey points."""
     sy = scale(quality)
     x = np.array([e.values[cost.name] for e in run.evaluations], dtype=np.float64)
     y = np.array([e.values[quality.name] for e in run.evaluations], dtype=np.float64) * sy
     fig, ax = figures.figure()
-    ax.scatter(x, y, s=16, color="0.65", alpha=0.8, label=f"evaluated sub-networks ({len(x)})", zorder=1)
+    ax.scatter(x, y, s=16, color="0.65", alpha=0.8, label=f"{points} ({len(x)})", zorder=1)
     front = front_2d(x, y / sy, cost, quality)
     ax.plot(
         x[front],
@@ -145,6 +153,37 @@ def _overlay_quantized(ax: Any, run: RunData, quality: Objective, cost: Objectiv
                 zorder=4,
                 label=f"{method.upper()} ({len(points)})",
             )
+
+
+def speed_view(run: RunData, mode: str = "decode") -> tuple[RunData, Objective] | None:
+    """The run restricted to the sub-networks the pipeline timed (the Pareto set and the unmodified
+    model), with their measured `mode` throughput as one more objective, so that `plot_pareto` draws
+    accuracy against throughput (LLaMA-NAS Figs. 2-5) when throughput was not searched; None when
+    nothing was timed or throughput is an objective already."""
+    if not run.speeds or any(o.kind in ("latency", "throughput") for o in run.objectives):
+        return None
+    key = f"{mode}_tokens_per_s"
+    speed = Objective(kind="throughput", direction="maximize", mode=mode)
+    timed = [
+        replace(e, values=e.values | {speed.name: run.speeds[e.number][key]})
+        for e in run.evaluations
+        if key in run.speeds.get(e.number, {})
+    ]
+    if not timed:
+        return None
+    reference = dict(run.reference)
+    if key in run.speeds.get(None, {}):
+        reference[speed.name] = run.speeds[None][key]
+    quantized = replace(
+        run.quantized,
+        results=[
+            replace(r, values=r.values | {speed.name: r.speed[key]}) for r in run.quantized.results if key in r.speed
+        ],
+    )
+    view = replace(
+        run, objectives=[*run.objectives, speed], evaluations=timed, reference=reference, quantized=quantized
+    )
+    return view, speed
 
 
 def pareto_file_name(quality: Objective, cost: Objective) -> str:

@@ -23,6 +23,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 FILE_NAME = "quantized.json"
+SPEED_FILE_NAME = "speed.json"
+SPEED_KEYS = ("prefill_tokens_per_s", "decode_tokens_per_s")
 REFERENCE_NAMES = ("reference", "full", "unmodified", "base")
 
 
@@ -35,12 +37,14 @@ class QuantizedResult:
         method: the quantization (int8, nf4, ...).
         values: objective name -> value measured on the quantized model.
         footprint_bytes: its real memory footprint, when measured.
+        speed: `prefill_tokens_per_s` / `decode_tokens_per_s` when the pipeline timed it.
     """
 
     trial: int | None
     method: str
     values: dict[str, float]
     footprint_bytes: int | None = None
+    speed: dict[str, float] = field(default_factory=dict)  # prefill/decode tokens per second, when timed
 
     @property
     def is_reference(self) -> bool:
@@ -108,7 +112,10 @@ def parse_entry(entry: Any, default_method: str | None = None) -> QuantizedResul
     if not values and footprint is None:
         return None
     assert trial is None or isinstance(trial, int)
-    return QuantizedResult(trial, str(method), values, int(footprint) if footprint is not None else None)
+    raw_details = entry.get("details")
+    details: Mapping[str, Any] = raw_details if isinstance(raw_details, Mapping) else {}
+    speed = {k: v for k, v in ((k, _number(details.get(k))) for k in SPEED_KEYS) if v is not None}
+    return QuantizedResult(trial, str(method), values, int(footprint) if footprint is not None else None, speed)
 
 
 def _entries(data: Any) -> Iterable[tuple[Any, str | None]]:
@@ -161,3 +168,24 @@ def find_quantized_file(*folders: Path) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+def read_speeds(path: str | Path | None) -> dict[int | None, dict[str, float]]:
+    """Trial number (None: the unmodified model) -> measured speeds, from the pipeline's `speed.json`;
+    empty when the file is missing or unreadable (the report then has no throughput figures)."""
+    if path is None or not Path(path).is_file():
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("%s could not be read (%s); throughput is left out of the report.", path, exc)
+        return {}
+    out: dict[int | None, dict[str, float]] = {}
+    for entry in data if isinstance(data, list) else []:
+        trial = _trial(entry.get("trial")) if isinstance(entry, Mapping) else ""
+        if trial == "":
+            continue
+        speed = {k: v for k, v in ((k, _number(entry.get(k))) for k in SPEED_KEYS) if v is not None}
+        if speed:
+            out[trial if isinstance(trial, int) else None] = speed
+    return out

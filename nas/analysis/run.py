@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from nas.analysis.quantized import QuantizedResults, find_quantized_file, read_quantized
+from nas.analysis.quantized import (
+    SPEED_FILE_NAME,
+    QuantizedResults,
+    find_quantized_file,
+    read_quantized,
+    read_speeds,
+)
 from nas.analysis.units import objective_from_dict
 from nas.errors import NASError
 from nas.search.objectives import Objective
@@ -64,6 +70,8 @@ class RunData:
         space_choices: searchable parameter -> its choices (`num_layers`, `mlp_7`, ...), from the
             study's signature; empty when unknown.
         linas_rounds: LINAS rounds with their predictor quality (empty for other algorithms).
+        speeds: trial number (None: the unmodified model) -> prefill / decode tokens per second that the
+            pipeline measured for the Pareto set (`speed.json`); also merged into their details.
     """
 
     search_dir: Path
@@ -79,6 +87,7 @@ class RunData:
     duplicates: int = 0
     linas_rounds: list[dict[str, Any]] = field(default_factory=list)
     quantized: QuantizedResults = field(default_factory=QuantizedResults)
+    speeds: dict[int | None, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def objective(self, name: str) -> Objective:
@@ -179,6 +188,12 @@ def _subnetwork(key: Any) -> SubNetwork | None:
         return None
 
 
+def _speed_file(search_dir: Path, run_dir: Path, quantized_path: Path | None) -> Path | None:
+    """The pipeline's speed.json: beside quantized.json, or in the run's quantize/ folder."""
+    folders = ([quantized_path.parent] if quantized_path else []) + [run_dir / "quantize", search_dir]
+    return next((f / SPEED_FILE_NAME for f in folders if (f / SPEED_FILE_NAME).is_file()), None)
+
+
 def load_run(
     run_dir: str | Path,
     study_name: str | None = None,
@@ -233,7 +248,17 @@ def load_run(
         duplicates=sum(1 for t in trials if t.user_attrs.get("duplicate_of") is not None),
         linas_rounds=list(study.user_attrs.get(ROUNDS_ATTR) or []),
         quantized=read_quantized(quantized_path),
+        speeds=read_speeds(_speed_file(search_dir, run_dir, quantized_path)),
     )
+    for number, speed in run.speeds.items():
+        details = (
+            run.reference_details
+            if number is None
+            else next((e.details for e in run.evaluations if e.number == number), None)
+        )
+        if details is not None:
+            for key, value in speed.items():
+                details.setdefault(key, value)
     if not run.reference:
         run.notes.append("The study has no reference (unmodified model) values; relative figures are left out.")
     if TrialState.RUNNING.name in run.trial_states:

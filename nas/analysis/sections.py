@@ -16,7 +16,7 @@ from nas.analysis.architecture import (
 from nas.analysis.architecture_plots import choice_rows, per_layer_rows, plot_choice_distribution, plot_per_layer
 from nas.analysis.document import Block, Figure, Heading, Table, Text
 from nas.analysis.options import AnalysisOptions
-from nas.analysis.pareto_plots import pairs, pareto_file_name, plot_pareto
+from nas.analysis.pareto_plots import pairs, pareto_file_name, plot_pareto, speed_view
 from nas.analysis.progress import PREDICTOR_COLUMNS, plot_hypervolume, plot_predictors, predictor_rows
 from nas.analysis.run import RunData
 from nas.analysis.selection import pareto_table, select, selection_table
@@ -78,6 +78,21 @@ def pareto_section(run: RunData, figures_dir: Path, options: AnalysisOptions) ->
             caption += "; quantized sub-networks with their own markers"
         blocks.append(Figure(path, caption))
     qualities = quality_objectives(run.objectives)
+    timed = speed_view(run)
+    if timed is not None:
+        view, speed = timed
+        for quality in qualities:
+            path = plot_pareto(
+                view, quality, speed, figures_dir / pareto_file_name(quality, speed), options.dpi, "timed sub-networks"
+            )
+            paths.append(path)
+            caption = (
+                f"{quality.name} vs measured {speed.mode} throughput of the Pareto set (timed after the search), "
+                "the unmodified model (red)"
+            )
+            if view.quantized.results:
+                caption += " and their quantized versions"
+            blocks.append(Figure(path, caption))
     rows, columns = pareto_table(run, qualities[0] if qualities else None)
     blocks.append(Table(rows, columns, "The Pareto set on all objectives"))
     return blocks, {"pareto_set": rows, "figures": [str(p) for p in paths]}

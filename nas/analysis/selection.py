@@ -150,6 +150,7 @@ def row(
         if result is not None:
             out[f"{method}_gb"] = result.footprint_gb
             out[f"{method}_quality"] = shown(quality, result.values.get(quality.name))
+            out[f"{method}_decode"] = result.speed.get("decode_tokens_per_s")
     return out
 
 
@@ -183,6 +184,7 @@ def columns(run: RunData, quality: Objective, cost: Objective, rows: Sequence[di
     for method in run.quantized.methods:
         cols.append(Column(f"{method}_gb", f"{method.upper()} GB", ".4g"))
         cols.append(Column(f"{method}_quality", f"{method.upper()} {short_label(quality)}", value_format(quality)))
+        cols.append(Column(f"{method}_decode", f"{method.upper()} decode tok/s", ".4g"))
     cols.append(Column("description", "architecture"))
     return [c for c in cols if any(r.get(c.key) is not None for r in rows)]
 
@@ -196,18 +198,27 @@ def pareto_table(run: RunData, quality: Objective | None = None) -> tuple[list[d
     rows: list[dict[str, Any]] = []
     for e in front:
         r: dict[str, Any] = {"trial": e.number} | {o.name: shown(o, e.values[o.name]) for o in run.objectives}
+        r |= _throughput(e.details)
         for method in run.quantized.methods:
             result = run.quantized.lookup(e.number, method)
             if result is not None:
                 r[f"{method}_gb"] = result.footprint_gb
                 if quality is not None:
                     r[f"{method}_quality"] = shown(quality, result.values.get(quality.name))
+                r[f"{method}_decode"] = result.speed.get("decode_tokens_per_s")
         r["description"] = describe(e.subnetwork, mlp)
         rows.append(r)
     cols = [Column("trial", "trial")] + [Column(o.name, short_label(o), value_format(o)) for o in run.objectives]
+    objectives = {o.name for o in run.objectives}
+    cols += [
+        Column(key, header, ".4g")
+        for key, header in THROUGHPUT_DETAILS
+        if f"throughput_{key.split('_')[0]}" not in objectives
+    ]
     for method in run.quantized.methods:
         cols.append(Column(f"{method}_gb", f"{method.upper()} GB", ".4g"))
         if quality is not None:
             cols.append(Column(f"{method}_quality", f"{method.upper()} {short_label(quality)}", value_format(quality)))
+        cols.append(Column(f"{method}_decode", f"{method.upper()} decode tok/s", ".4g"))
     cols.append(Column("description", "architecture"))
     return rows, [c for c in cols if any(r.get(c.key) is not None for r in rows)]

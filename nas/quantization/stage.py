@@ -4,6 +4,11 @@ unmodified model, quantized (`quantization.method`) and re-evaluated on the stud
 Writes `quantized.json` (read by `nas.analysis`) after each model, so an interrupted stage resumes
 where it stopped: a list of {"trial", "method", "values", "footprint_bytes", "details", ...}, the
 unmodified model as trial "reference".
+
+With `pareto_speed` (and no latency or throughput objective, whose values the search measured
+already) it also times every one of these models with the `speed` meter, as LLaMA-NAS reports the
+throughput of its Pareto sub-networks: the live sub-networks in `speed.json` ({"trial", "prefill_tokens_per_s",
+"decode_tokens_per_s", ...}), the quantized ones in their `details`.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from nas.evaluation.speed import ThroughputMeter
 from nas.quantization.config import QuantizationConfig
 from nas.quantization.quantize import quantize_sub_network
 from nas.search.outputs import pareto_front
-from nas.search.runner import prepare
+from nas.search.runner import SearchContext, prepare
 from nas.supernet.subnetwork import SubNetwork
 
 log = logging.getLogger(__name__)
@@ -32,19 +39,63 @@ def _write(entries: list[dict[str, Any]], path: Path) -> None:
     tmp.replace(path)
 
 
+SPEED_KINDS = ("latency", "throughput")
+
+
+def _speed(meter: ThroughputMeter, model: Any) -> dict[str, Any]:
+    result = meter.measure(model)
+    return {
+        "prefill_tokens_per_s": result.prefill_tokens_per_s,
+        "decode_tokens_per_s": result.decode_tokens_per_s,
+        "speed": {k: v for k, v in result.to_dict().items() if k not in ("prefill_s", "decode_s")},
+    }
+
+
+def measure_pareto_speed(
+    ctx: SearchContext, meter: ThroughputMeter, todo: list[tuple[Any, SubNetwork]], path: Path
+) -> int:
+    """Time every (trial, sub-network) of `todo` live on the super-network into `path`, resumably."""
+    entries: list[dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else []
+    done = {e["trial"] for e in entries}
+    for trial, sub in tqdm(todo, desc="speed", disable=not ctx.cfg.search.progress):
+        if trial in done:
+            continue
+        with ctx.model.sub_network(sub):
+            measured = _speed(meter, ctx.model)
+        entries.append({"trial": trial, "subnetwork": sub.to_dict(), **measured})
+        _write(entries, path)
+        log.info(
+            "Speed of %s: prefill %.0f tok/s, decode %.1f tok/s",
+            trial,
+            measured["prefill_tokens_per_s"],
+            measured["decode_tokens_per_s"],
+        )
+    return len(entries)
+
+
 def quantize_pareto_set(cfg: DictConfig, search_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Quantize and score the Pareto set of the study in `search_dir`; returns a summary."""
+    """Quantize and score the Pareto set of the study in `search_dir` (and time it, see the module's
+    docstring); returns a summary."""
     qcfg = QuantizationConfig.coerce(OmegaConf.to_container(cfg.quantization, resolve=True))  # type: ignore[arg-type]
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "quantized.json"
-    if not qcfg.enabled:
+    ctx = prepare(cfg, search_dir) if qcfg.enabled or cfg.get("pareto_speed") else None
+    measure_speed = ctx is not None and bool(cfg.get("pareto_speed"))
+    measure_speed = measure_speed and not any(o.kind in SPEED_KINDS for o in ctx.objectives)  # type: ignore[union-attr]
+    meter: ThroughputMeter | None = instantiate(cfg.speed) if measure_speed else None
+    summary: dict[str, Any] = {"method": qcfg.method if qcfg.enabled else "none", "quantized": 0}
+    if ctx is None:
         _write([], path)
-        return {"method": "none", "quantized": 0}
-    ctx = prepare(cfg, search_dir)
-    scorer = ctx.scorer
+        return summary
     front = pareto_front(ctx.study, ctx.objectives, ctx.encoding)
     todo: list[tuple[Any, SubNetwork]] = [("reference", SubNetwork.full(ctx.model.shape))]
     todo += [(row["number"], SubNetwork.from_dict(row["subnetwork"])) for row in front]
+    if meter is not None:
+        summary["speed_measured"] = measure_pareto_speed(ctx, meter, todo, out_dir / "speed.json")
+    if not qcfg.enabled:
+        _write([], path)
+        return summary
+    scorer = ctx.scorer
     entries: list[dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else []
     done = {(e["trial"], e["method"]) for e in entries}
     for trial, sub in tqdm(todo, desc=f"quantize {qcfg.method}", disable=not cfg.search.progress):
@@ -56,6 +107,8 @@ def quantize_pareto_set(cfg: DictConfig, search_dir: Path, out_dir: Path) -> dic
         # The study's own scorer: tasks already built, perplexity text already tokenised.
         values, details = scorer.measure(quantized.model, sub, footprint_gb=quantized.footprint_gb)
         details |= {"footprint_bytes": quantized.footprint_bytes, "quantization": qcfg.method}
+        if meter is not None:
+            details |= _speed(meter, quantized.model)
         entries.append(
             {
                 "trial": trial,
@@ -72,4 +125,4 @@ def quantize_pareto_set(cfg: DictConfig, search_dir: Path, out_dir: Path) -> dic
         shutil.rmtree(work, ignore_errors=True)  # the unquantized export it was loaded from
         log.info("Quantized %s (%s): %s", trial, qcfg.method, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
     shutil.rmtree(out_dir / "work", ignore_errors=True)
-    return {"method": qcfg.method, "quantized": len(entries), "file": str(path)}
+    return summary | {"quantized": len(entries), "file": str(path)}
