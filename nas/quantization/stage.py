@@ -5,8 +5,9 @@ Writes `quantized.json` (read by `nas.analysis`) after each model, so an interru
 where it stopped: a list of {"trial", "method", "values", "footprint_bytes", "details", ...}, the
 unmodified model as trial "reference".
 
-With `pareto_speed` (and no latency or throughput objective, whose values the search measured
-already) it also times every one of these models with the `speed` meter, as LLaMA-NAS reports the
+With `pareto_speed.enabled` (and no latency or throughput objective, whose values the search measured
+already) it also times every one of these models with the `speed` meter (the quantized ones unless
+`pareto_speed.quantized=false`), as LLaMA-NAS reports the
 throughput of its Pareto sub-networks: the live sub-networks in `speed.json` ({"trial", "prefill_tokens_per_s",
 "decode_tokens_per_s", ...}), the quantized ones in their `details`.
 """
@@ -79,10 +80,12 @@ def quantize_pareto_set(cfg: DictConfig, search_dir: Path, out_dir: Path) -> dic
     qcfg = QuantizationConfig.coerce(OmegaConf.to_container(cfg.quantization, resolve=True))  # type: ignore[arg-type]
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "quantized.json"
-    ctx = prepare(cfg, search_dir) if qcfg.enabled or cfg.get("pareto_speed") else None
-    measure_speed = ctx is not None and bool(cfg.get("pareto_speed"))
+    timing = cfg.get("pareto_speed") or {}
+    ctx = prepare(cfg, search_dir) if qcfg.enabled or timing.get("enabled") else None
+    measure_speed = ctx is not None and bool(timing.get("enabled"))
     measure_speed = measure_speed and not any(o.kind in SPEED_KINDS for o in ctx.objectives)  # type: ignore[union-attr]
     meter: ThroughputMeter | None = instantiate(cfg.speed) if measure_speed else None
+    quantized_meter = meter if timing.get("quantized", True) else None
     summary: dict[str, Any] = {"method": qcfg.method if qcfg.enabled else "none", "quantized": 0}
     if ctx is None:
         _write([], path)
@@ -107,8 +110,8 @@ def quantize_pareto_set(cfg: DictConfig, search_dir: Path, out_dir: Path) -> dic
         # The study's own scorer: tasks already built, perplexity text already tokenised.
         values, details = scorer.measure(quantized.model, sub, footprint_gb=quantized.footprint_gb)
         details |= {"footprint_bytes": quantized.footprint_bytes, "quantization": qcfg.method}
-        if meter is not None:
-            details |= _speed(meter, quantized.model)
+        if quantized_meter is not None:
+            details |= _speed(quantized_meter, quantized.model)
         entries.append(
             {
                 "trial": trial,
