@@ -109,6 +109,29 @@ def test_rerunning_a_finished_pipeline_does_no_work(finished, monkeypatch):
     assert set(again["seconds"].values()) == {0.0}
 
 
+def test_a_failed_stage_keeps_earlier_outputs_and_the_rerun_continues_there(tmp_path, monkeypatch):
+    overrides = tiny_pipeline(tmp_path, "stages.reorder=false", "stages.train=false", "stages.export=false")
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("out of memory while quantizing")
+
+    monkeypatch.setattr("nas.quantization.stage.quantize_pareto_set", crash)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_pipeline(compose_pipeline(overrides), tmp_path / "run")
+    search = tmp_path / "run" / "search"
+    assert json.loads((search / "stage.json").read_text())["fingerprint"]  # the search finished and stays
+    assert not (tmp_path / "run" / "quantize" / "stage.json").exists()
+    monkeypatch.undo()
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the finished search ran again")
+
+    monkeypatch.setattr("nas.search.runner.run_search", no_work)
+    summary = run_pipeline(compose_pipeline(overrides), tmp_path / "run")
+    assert summary["seconds"]["search"] == 0.0 and summary["seconds"]["quantize"] > 0
+    assert (tmp_path / "run" / "analyze" / "report.md").is_file()
+
+
 def test_changed_settings_of_a_finished_stage_are_refused(finished):
     tmp, overrides, _ = finished
     with pytest.raises(NASError, match=r"other settings \(changed: .*trainer"):
