@@ -267,6 +267,12 @@ def test_sweep_summary_of_finished_and_failed_jobs(tmp_path):
         ("2_sampler=broken", "failed", None),
         ("10_sampler=late", "unfinished", None),
     ]
+    assert [r["label"] for r in rows] == [
+        "0: sampler=uniform",
+        "1: sampler=grid_params",
+        "2: sampler=broken",
+        "10: sampler=late",
+    ]
     text = (tmp_path / "sweep_summary.md").read_text()
     assert "0.4700" in text and "- `2_sampler=broken`: ValueError: x" in text
     assert (tmp_path / "sweep_summary.csv").is_file() and (tmp_path / "sweep_summary.png").is_file()

@@ -62,10 +62,13 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def job_labels(names: list[str]) -> list[str]:
-    """Short names for job folders `<n>_<k=v,...>`: the number and only the overrides that differ between jobs."""
+    """Short names for job folders `<n>_<k=v,...>`: the number and only the overrides that differ between jobs
+    (folders without a number: just those overrides)."""
     parsed = []
     for name in names:
         number, _, rest = name.partition("_")
+        if not number.isdigit():  # e.g. `python -m nas.search` sweeps name folders by their overrides alone
+            number, rest = name, name
         overrides = dict(part.partition("=")[::2] for part in rest.split(",") if "=" in part)
         parsed.append((number, overrides, rest))
     keys = sorted({k for _, o, _ in parsed for k in o})
@@ -73,7 +76,8 @@ def job_labels(names: list[str]) -> list[str]:
     labels = []
     for number, overrides, rest in parsed:
         shown = " ".join(f"{k}={overrides[k]}" for k in varying if k in overrides)
-        labels.append(f"{number}: {shown or rest[:40] or '(no overrides)'}")
+        text = shown or rest[:60] or "(no overrides)"
+        labels.append(text if number == rest else f"{number}: {text}")
     return labels
 
 
