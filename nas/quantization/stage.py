@@ -81,15 +81,14 @@ def quantize_pareto_set(cfg: DictConfig, search_dir: Path, out_dir: Path) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "quantized.json"
     timing = cfg.get("pareto_speed") or {}
-    ctx = prepare(cfg, search_dir) if qcfg.enabled or timing.get("enabled") else None
-    measure_speed = ctx is not None and bool(timing.get("enabled"))
-    measure_speed = measure_speed and not any(o.kind in SPEED_KINDS for o in ctx.objectives)  # type: ignore[union-attr]
-    meter: ThroughputMeter | None = instantiate(cfg.speed) if measure_speed else None
-    quantized_meter = meter if timing.get("quantized", True) else None
     summary: dict[str, Any] = {"method": qcfg.method if qcfg.enabled else "none", "quantized": 0}
-    if ctx is None:
+    if not (qcfg.enabled or timing.get("enabled")):
         _write([], path)
         return summary
+    ctx = prepare(cfg, search_dir)
+    speed_searched = any(o.kind in SPEED_KINDS for o in ctx.objectives)  # the study holds it already
+    meter: ThroughputMeter | None = instantiate(cfg.speed) if timing.get("enabled") and not speed_searched else None
+    quantized_meter = meter if timing.get("quantized", True) else None
     front = pareto_front(ctx.study, ctx.objectives, ctx.encoding)
     todo: list[tuple[Any, SubNetwork]] = [("reference", SubNetwork.full(ctx.model.shape))]
     todo += [(row["number"], SubNetwork.from_dict(row["subnetwork"])) for row in front]
