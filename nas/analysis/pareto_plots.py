@@ -160,7 +160,7 @@ def speed_view(run: RunData, mode: str = "decode") -> tuple[RunData, Objective] 
     model), with their measured `mode` throughput as one more objective, so that `plot_pareto` draws
     accuracy against throughput (LLaMA-NAS Figs. 2-5) when throughput was not searched; None when
     nothing was timed or throughput is an objective already."""
-    if not run.speeds or any(o.kind in ("latency", "throughput") for o in run.objectives):
+    if not run.speeds or any(o.is_speed for o in run.objectives):
         return None
     key = f"{mode}_tokens_per_s"
     speed = Objective(kind="throughput", direction="maximize", mode=mode)

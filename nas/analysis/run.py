@@ -250,15 +250,11 @@ def load_run(
         quantized=read_quantized(quantized_path),
         speeds=read_speeds(_speed_file(search_dir, run_dir, quantized_path)),
     )
+    details_of: dict[int | None, dict[str, Any]] = {e.number: e.details for e in run.evaluations}
+    details_of[None] = run.reference_details
     for number, speed in run.speeds.items():
-        details = (
-            run.reference_details
-            if number is None
-            else next((e.details for e in run.evaluations if e.number == number), None)
-        )
-        if details is not None:
-            for key, value in speed.items():
-                details.setdefault(key, value)
+        for key, value in speed.items():
+            details_of.get(number, {}).setdefault(key, value)  # a value the search measured stays
     if not run.reference:
         run.notes.append("The study has no reference (unmodified model) values; relative figures are left out.")
     if TrialState.RUNNING.name in run.trial_states:

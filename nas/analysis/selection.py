@@ -124,6 +124,37 @@ def _throughput(details: dict[str, Any]) -> dict[str, float]:
     return {key: float(details[key]) for key, _ in THROUGHPUT_DETAILS if details.get(key) is not None}
 
 
+def _measured_cells(
+    run: RunData, number: int | None, details: dict[str, Any], quality: Objective | None
+) -> dict[str, Any]:
+    """Measured throughput and, per quantization method, footprint, `quality` and decode throughput."""
+    out: dict[str, Any] = _throughput(details)
+    for method in run.quantized.methods:
+        result = run.quantized.lookup(number, method)
+        if result is not None:
+            out[f"{method}_gb"] = result.footprint_gb
+            if quality is not None:
+                out[f"{method}_quality"] = shown(quality, result.values.get(quality.name))
+            out[f"{method}_decode"] = result.speed.get("decode_tokens_per_s")
+    return out
+
+
+def _measured_columns(run: RunData, quality: Objective | None) -> list[Column]:
+    """The columns of `_measured_cells`; throughput only where it is not an objective's column already."""
+    objectives = {o.name for o in run.objectives}
+    cols = [
+        Column(key, header, ".4g")
+        for key, header in THROUGHPUT_DETAILS
+        if f"throughput_{key.split('_')[0]}" not in objectives
+    ]
+    for method in run.quantized.methods:
+        cols.append(Column(f"{method}_gb", f"{method.upper()} GB", ".4g"))
+        if quality is not None:
+            cols.append(Column(f"{method}_quality", f"{method.upper()} {short_label(quality)}", value_format(quality)))
+        cols.append(Column(f"{method}_decode", f"{method.upper()} decode tok/s", ".4g"))
+    return cols
+
+
 def row(
     run: RunData,
     label: str,
@@ -144,14 +175,7 @@ def row(
         out["ratio"] = c / ref_c if cost.maximize else ref_c / c
     if ref_q is not None and q is not None:
         out["delta"] = (q - ref_q) * scale(quality)
-    out |= _throughput(details)
-    for method in run.quantized.methods:
-        result = run.quantized.lookup(number, method)
-        if result is not None:
-            out[f"{method}_gb"] = result.footprint_gb
-            out[f"{method}_quality"] = shown(quality, result.values.get(quality.name))
-            out[f"{method}_decode"] = result.speed.get("decode_tokens_per_s")
-    return out
+    return out | _measured_cells(run, number, details, quality)
 
 
 def selection_table(
@@ -174,17 +198,7 @@ def columns(run: RunData, quality: Objective, cost: Objective, rows: Sequence[di
     cols += [Column(o.name, short_label(o), value_format(o)) for o in run.objectives]
     cols.append(Column("ratio", RATIO_HEADERS.get(cost.kind, "x smaller"), ".2f"))
     cols.append(Column("delta", "Δ pt" if quality.kind == "accuracy" else f"Δ {quality.name}", "+.2f"))
-    objectives = {o.name for o in run.objectives}
-    # Measured throughput, unless it is an objective's column already.
-    cols += [
-        Column(key, header, ".4g")
-        for key, header in THROUGHPUT_DETAILS
-        if f"throughput_{key.split('_')[0]}" not in objectives
-    ]
-    for method in run.quantized.methods:
-        cols.append(Column(f"{method}_gb", f"{method.upper()} GB", ".4g"))
-        cols.append(Column(f"{method}_quality", f"{method.upper()} {short_label(quality)}", value_format(quality)))
-        cols.append(Column(f"{method}_decode", f"{method.upper()} decode tok/s", ".4g"))
+    cols += _measured_columns(run, quality)
     cols.append(Column("description", "architecture"))
     return [c for c in cols if any(r.get(c.key) is not None for r in rows)]
 
@@ -198,27 +212,10 @@ def pareto_table(run: RunData, quality: Objective | None = None) -> tuple[list[d
     rows: list[dict[str, Any]] = []
     for e in front:
         r: dict[str, Any] = {"trial": e.number} | {o.name: shown(o, e.values[o.name]) for o in run.objectives}
-        r |= _throughput(e.details)
-        for method in run.quantized.methods:
-            result = run.quantized.lookup(e.number, method)
-            if result is not None:
-                r[f"{method}_gb"] = result.footprint_gb
-                if quality is not None:
-                    r[f"{method}_quality"] = shown(quality, result.values.get(quality.name))
-                r[f"{method}_decode"] = result.speed.get("decode_tokens_per_s")
+        r |= _measured_cells(run, e.number, e.details, quality)
         r["description"] = describe(e.subnetwork, mlp)
         rows.append(r)
     cols = [Column("trial", "trial")] + [Column(o.name, short_label(o), value_format(o)) for o in run.objectives]
-    objectives = {o.name for o in run.objectives}
-    cols += [
-        Column(key, header, ".4g")
-        for key, header in THROUGHPUT_DETAILS
-        if f"throughput_{key.split('_')[0]}" not in objectives
-    ]
-    for method in run.quantized.methods:
-        cols.append(Column(f"{method}_gb", f"{method.upper()} GB", ".4g"))
-        if quality is not None:
-            cols.append(Column(f"{method}_quality", f"{method.upper()} {short_label(quality)}", value_format(quality)))
-        cols.append(Column(f"{method}_decode", f"{method.upper()} decode tok/s", ".4g"))
+    cols += _measured_columns(run, quality)
     cols.append(Column("description", "architecture"))
     return rows, [c for c in cols if any(r.get(c.key) is not None for r in rows)]

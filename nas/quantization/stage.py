@@ -40,9 +40,6 @@ def _write(entries: list[dict[str, Any]], path: Path) -> None:
     tmp.replace(path)
 
 
-SPEED_KINDS = ("latency", "throughput")
-
-
 def _speed(meter: ThroughputMeter, model: Any) -> dict[str, Any]:
     result = meter.measure(model)
     return {
@@ -86,7 +83,7 @@ def quantize_pareto_set(cfg: DictConfig, search_dir: Path, out_dir: Path) -> dic
         _write([], path)
         return summary
     ctx = prepare(cfg, search_dir)
-    speed_searched = any(o.kind in SPEED_KINDS for o in ctx.objectives)  # the study holds it already
+    speed_searched = any(o.is_speed for o in ctx.objectives)  # the study holds it already
     meter: ThroughputMeter | None = instantiate(cfg.speed) if timing.get("enabled") and not speed_searched else None
     quantized_meter = meter if timing.get("quantized", True) else None
     front = pareto_front(ctx.study, ctx.objectives, ctx.encoding)

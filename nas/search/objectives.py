@@ -33,6 +33,7 @@ KINDS: dict[str, tuple[str, float]] = {
     "throughput": ("maximize", 1.0),
 }
 ANALYTIC = frozenset({"params", "size_gb", "flops"})
+SPEED = frozenset({"latency", "throughput"})  # measured with the speed meter
 DTYPES = ("fp32", "fp16", "bf16", "int8")
 MODES = ("prefill", "decode")
 DIRECTIONS = ("minimize", "maximize")
@@ -68,7 +69,7 @@ class Objective:
             return f"{base}.{self.metric}" if self.metric else base
         if self.kind == "size_gb":
             return f"size_gb_{self.dtype}"
-        if self.kind in ("latency", "throughput"):
+        if self.kind in SPEED:
             return f"{self.kind}_{self.mode}"
         return self.kind
 
@@ -79,6 +80,11 @@ class Objective:
     @property
     def analytic(self) -> bool:
         return self.kind in ANALYTIC
+
+    @property
+    def is_speed(self) -> bool:
+        """Measured with the speed meter (latency or throughput)."""
+        return self.kind in SPEED
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"tasks": list(self.tasks), "name": self.name}

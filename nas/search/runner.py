@@ -35,7 +35,7 @@ from nas.evaluation.results import weights_fingerprint
 from nas.instantiate import instantiate
 from nas.search.algorithms import ALGORITHMS, make_sampler
 from nas.search.encoding import SearchEncoding
-from nas.search.objectives import Objective, parse_objectives, task_names
+from nas.search.objectives import SPEED, Objective, parse_objectives, task_names
 from nas.search.outputs import ROUNDS_ATTR, evaluations, hypervolume_rows, reference_values, write_outputs
 from nas.search.pareto import hypervolume, loss_bounds, losses
 from nas.search.scoring import ObjectiveScorer
@@ -100,7 +100,7 @@ def check_search_config(cfg: DictConfig) -> list[Objective]:
         raise SearchConfigError(f"search.n_workers={search.n_workers}: use 1 or more.")
     if any(o.kind == "perplexity" for o in objectives) and cfg.get("perplexity") is None:
         raise SearchConfigError("A perplexity objective needs a perplexity config (perplexity=wikitext2).")
-    if any(o.kind in ("latency", "throughput") for o in objectives) and cfg.get("speed") is None:
+    if any(o.is_speed for o in objectives) and cfg.get("speed") is None:
         raise SearchConfigError("latency/throughput objectives need the speed config (speed.batch_size=...).")
     return objectives
 
@@ -132,7 +132,7 @@ def signature(cfg: DictConfig, model: Any, space: SearchSpace, objectives: list[
             if "perplexity" in kinds and ppl is not None
             else None
         ),
-        "speed": OmegaConf.to_container(speed) if kinds & {"latency", "throughput"} and speed is not None else None,
+        "speed": OmegaConf.to_container(speed) if kinds & SPEED and speed is not None else None,
         "weights": weights_fingerprint(model),
         "algorithm": cfg.search.algorithm,
     }
@@ -144,7 +144,7 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
     url = storage_url(cfg.search.storage, output_dir)
     storage = open_storage(url, cfg.search.heartbeat_interval, cfg.search.grace_period)  # unreachable: fail now
     perplexity_evaluator = instantiate(cfg.perplexity) if "perplexity" in {o.kind for o in objectives} else None
-    meter = instantiate(cfg.speed) if {o.kind for o in objectives} & {"latency", "throughput"} else None
+    meter = instantiate(cfg.speed) if any(o.is_speed for o in objectives) else None
 
     model, tokenizer = load_supernet(cfg)
     space_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.search_space, resolve=True))

@@ -47,7 +47,7 @@ class ObjectiveScorer:
             for what, needed, have in (
                 ("an evaluator (tasks)", "accuracy" in kinds, evaluator),
                 ("a perplexity config", "perplexity" in kinds, perplexity_evaluator),
-                ("a speed meter (speed config)", bool(kinds & {"latency", "throughput"}), meter),
+                ("a speed meter (speed config)", any(o.is_speed for o in objectives), meter),
             )
             if needed and have is None
         ]
@@ -115,7 +115,7 @@ class ObjectiveScorer:
                 values[o.name] = perplexity(
                     model, self._tokens, p.seq_len, p.batch_size, p.max_tokens, False
                 ).perplexity
-            elif o.kind in ("latency", "throughput"):
+            elif o.is_speed:
                 assert self.meter is not None
                 speed = speed or self.meter.measure(model)
                 values[o.name] = self._speed_value(o, speed)
