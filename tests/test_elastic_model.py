@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from nas import SubNetwork
+from nas import SubNetwork, load_model
 from nas.errors import InvalidSubNetworkError, UnsupportedModelError
 from nas.supernet.elastic_model import make_elastic
 
@@ -22,6 +24,35 @@ def test_full_super_network_equals_the_original_model(tiny, tiny_inputs):
         assert torch.equal(model(**tiny_inputs).logits, expected)
         with model.sub_network(SubNetwork.full(model.shape)):
             assert torch.equal(model(**tiny_inputs).logits, expected)
+
+
+@pytest.mark.parametrize("architecture", ["qwen2", "mistral"])
+def test_full_qwen2_and_mistral_super_networks_equal_the_original_models(architecture):
+    from transformers import MistralForCausalLM, Qwen2ForCausalLM
+
+    model, _ = load_model("tiny_llama", architecture=architecture, sliding_window=4)
+    original_class = {"qwen2": Qwen2ForCausalLM, "mistral": MistralForCausalLM}[architecture]
+    plain = original_class(model.config).eval()
+    plain.load_state_dict(model.state_dict())
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = plain(ids).logits
+        assert torch.equal(model(ids).logits, expected)
+        with model.sub_network(SubNetwork.full(model.shape)):
+            assert torch.equal(model(ids).logits, expected)
+    assert isinstance(model, original_class)
+
+
+def test_sub_network_orders_layer_types_as_run_and_saving_keeps_the_models_own(tmp_path):
+    # Qwen2 picks each layer's mask by its position in the run; the model's own order is what is saved.
+    model, _ = load_model("tiny_llama", architecture="qwen2", sliding_window=4)
+    own = ["full_attention", "full_attention", "sliding_attention", "sliding_attention"]
+    assert model.config.layer_types == own
+    with model.sub_network(HETERO):  # layers 1 and 3
+        assert model.config.layer_types[:2] == ["full_attention", "sliding_attention"]
+        model.save_pretrained(tmp_path)
+    assert model.config.layer_types == own
+    assert json.loads((tmp_path / "config.json").read_text())["layer_types"] == own
 
 
 def test_module_names_and_parameters_are_kept(tiny):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas import SubNetwork, export_sub_network, sub_network_cost
+from nas import SubNetwork, export_sub_network, load_model, sub_network_cost
 from nas.errors import InvalidSubNetworkError
 
 # Uniform with dropped layers, fewer heads and a narrower residual stream; then per-layer sizes with
@@ -100,6 +100,29 @@ def test_invalid_sub_network_writes_nothing(tiny, tmp_path):
     with pytest.raises(InvalidSubNetworkError, match="hidden_size = 99"):
         export_sub_network(model, SubNetwork((0,), (8,), (2,), 99), tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.fixture(scope="module", params=["qwen2", "mistral"])
+def tiny_family(request):
+    """Qwen2 (biased q/k/v; layers 0-1 full attention, 2-3 a 4-token window) or Mistral (all layers a
+    4-token window); windows shorter than the inputs, so a kept layer given another layer's mask shows."""
+    return load_model("tiny_llama", architecture=request.param, sliding_window=4)
+
+
+@pytest.mark.parametrize("sub", [UNIFORM, HETERO], ids=["uniform", "heterogeneous"])
+def test_qwen2_and_mistral_export_equals_live_sub_network(tiny_family, tmp_path, sub):
+    model, tokenizer = tiny_family
+    ids = tokenizer(["Windows, biases and dropped layers."], return_tensors="pt").input_ids
+    with torch.no_grad(), model.sub_network(sub):
+        live_logits = model(ids).logits
+        live_generated = model.generate(ids, max_new_tokens=5, do_sample=False)
+    loaded = load_in_clean_process(export_sub_network(model, sub, tmp_path / "e", tokenizer=tokenizer), ids, tmp_path)
+
+    base = {"qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}[model.config.model_type]
+    assert loaded["class"] == (base if sub.is_uniform else f"Nas{base}")
+    assert (loaded["logits"] - live_logits).abs().max().item() <= 1e-4
+    assert torch.equal(loaded["generated"], live_generated)
+    assert loaded["params"] == sub_network_cost(model.shape, sub).params
 
 
 @pytest.mark.slow

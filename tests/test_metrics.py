@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from nas import ModelShape, SubNetwork, sub_network_cost
+from nas.supernet.elastic_model import make_elastic
 from nas.supernet.metrics import flops_per_token
 
 
@@ -27,6 +28,26 @@ def test_full_param_count_equals_hugging_face(tied, bias):
     cost = sub_network_cost(shape, SubNetwork.full(shape))
     assert cost.params == LlamaForCausalLM(config).num_parameters()
     assert cost.params - cost.non_embedding_params == 100 * 48 * (1 if tied else 2)  # embedding (+ head)
+
+
+@pytest.mark.parametrize(
+    ("config_class", "model_class"), [(Qwen2Config, Qwen2ForCausalLM), (MistralConfig, MistralForCausalLM)]
+)
+def test_full_param_count_equals_hugging_face_for_qwen2_and_mistral(config_class, model_class):
+    # Qwen2 has biases on q, k and v (not o) with no config flag saying so; Mistral has none.
+    config = config_class(
+        num_hidden_layers=3,
+        hidden_size=48,
+        intermediate_size=80,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        vocab_size=100,
+        tie_word_embeddings=False,
+    )
+    shape = ModelShape.from_config(config)
+    model = model_class(config)
+    assert sub_network_cost(shape, SubNetwork.full(shape)).params == model.num_parameters()
+    assert make_elastic(model).shape == shape  # the config and the modules agree on the biases
 
 
 def test_llama2_7b_size_matches_the_paper_scale():

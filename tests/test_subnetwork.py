@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from nas import ModelShape, SubNetwork
@@ -74,3 +76,15 @@ def test_full_is_valid_and_uniform():
 def test_validation_names_the_field(sub, message):
     with pytest.raises(InvalidSubNetworkError, match=message):
         sub.validate(SHAPE)
+
+
+def test_model_shape_round_trips_and_reads_records_with_bias_flags():
+    from dataclasses import asdict
+
+    from nas.supernet.subnetwork import ATTENTION_LINEARS
+
+    biased = ModelShape(**{**asdict(SHAPE), "biased_linears": ATTENTION_LINEARS[:3]})
+    assert ModelShape.from_dict(json.loads(json.dumps(asdict(biased)))) == biased
+    legacy = {**asdict(SHAPE), "attention_bias": True, "mlp_bias": False}
+    del legacy["biased_linears"]
+    assert ModelShape.from_dict(legacy).biased_linears == ATTENTION_LINEARS

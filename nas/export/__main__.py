@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def run_export(cfg: DictConfig, output_dir: str | Path) -> Path:
     out = Path(cfg.out_dir) if cfg.out_dir else Path(output_dir) / "export"
     metadata = {"selected_as": spec, "params": cost.params, "size_gb_fp16": cost.size_gb("fp16")}
     folder = export_sub_network(model, sub, out, tokenizer=tokenizer, dtype=dtype, metadata=metadata)
-    kind = "its own architecture" if sub.is_uniform else "NasLlamaForCausalLM (load with trust_remote_code=True)"
+    kind = json.loads((folder / "config.json").read_text())["architectures"][0]
+    kind += "" if sub.is_uniform else " (load with trust_remote_code=True)"
     log.info("Exported %s: %s, %s params, as %s, to %s", spec, sub.describe(), f"{cost.params:,}", kind, folder)
     return folder
 

@@ -1,8 +1,8 @@
 """Export a sub-network as a standalone Hugging Face model folder.
 
 Uniform sub-networks (one MLP width and head count for all kept layers) are saved as the model's own
-architecture. Heterogeneous ones are saved as `NasLlamaForCausalLM`, whose two small source files are
-written into the folder (`auto_map`), so `AutoModelForCausalLM.from_pretrained(folder,
+architecture. Heterogeneous ones are saved as `NasLlamaForCausalLM` (`NasMistralForCausalLM`,
+`NasQwen2ForCausalLM`), whose two small source files are written into the folder (`auto_map`), so `AutoModelForCausalLM.from_pretrained(folder,
 trust_remote_code=True)` loads them without this project installed.
 """
 
@@ -17,10 +17,17 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from transformers import LlamaConfig, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    LlamaConfig,
+    MistralConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen2Config,
+)
 
 from nas.errors import UnsupportedModelError
-from nas.export.remote_code.configuration_nas_llama import NasLlamaConfig
+from nas.export.remote_code.configuration_nas_llama import NasLlamaConfig, NasMistralConfig, NasQwen2Config
 from nas.supernet.elastic_model import ELASTIC_CLASSES, shape_of
 from nas.supernet.slicing import layer_slices
 from nas.supernet.subnetwork import SubNetwork
@@ -32,6 +39,12 @@ REMOTE_CODE_FILES = ("configuration_nas_llama.py", "modeling_nas_llama.py")
 _LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 # Config attributes that only make sense inside this project.
 _PROJECT_ONLY_CONFIG_KEYS = ("nas_layer_order",)
+# The per-layer config (in remote_code/) of each base config; its model class is named alike.
+_PER_LAYER_CONFIGS: dict[type[PretrainedConfig], type[NasLlamaConfig | NasMistralConfig | NasQwen2Config]] = {
+    LlamaConfig: NasLlamaConfig,
+    MistralConfig: NasMistralConfig,
+    Qwen2Config: NasQwen2Config,
+}
 
 
 def _take(tensor: torch.Tensor, rows: int, cols: int | None) -> torch.Tensor:
@@ -86,26 +99,33 @@ def standalone_config(model: PreTrainedModel, sub: SubNetwork) -> PretrainedConf
         num_attention_heads=max(sub.num_heads),
         num_key_value_heads=max(kv_heads),
     )
+    layer_types = getattr(model, "full_layer_types", None)
+    if layer_types is not None:
+        # One entry per kept layer, in kept order (not the config's, reordered while a sub-network runs).
+        base["layer_types"] = [layer_types[i] for i in sub.layers]
     base_class = next(cls for cls in ELASTIC_CLASSES if isinstance(model, cls))
     if sub.is_uniform:
         config = type(model.config)(**base)
         config.architectures = [base_class.__name__]
         return config
-    if not isinstance(model.config, LlamaConfig) or type(model.config) is not LlamaConfig:
+    per_layer = _PER_LAYER_CONFIGS.get(type(model.config))
+    if per_layer is None:
         raise UnsupportedModelError(
-            f"Heterogeneous (per-layer) export supports Llama models; {base_class.__name__} sub-networks must be "
-            "uniform (one MLP width and head count for all kept layers)."
+            f"Heterogeneous (per-layer) export supports {', '.join(c.__name__ for c in _PER_LAYER_CONFIGS)}; "
+            f"{type(model.config).__name__} sub-networks must be uniform (one MLP width and head count for all "
+            "kept layers)."
         )
-    config = NasLlamaConfig(
+    config = per_layer(
         layer_intermediate_sizes=list(sub.mlp_sizes),
         layer_num_attention_heads=list(sub.num_heads),
         layer_num_key_value_heads=list(kv_heads),
         **base,
     )
-    config.architectures = ["NasLlamaForCausalLM"]
+    model_class = per_layer.__name__.removesuffix("Config") + "ForCausalLM"
+    config.architectures = [model_class]
     config.auto_map = {
-        "AutoConfig": "configuration_nas_llama.NasLlamaConfig",
-        "AutoModelForCausalLM": "modeling_nas_llama.NasLlamaForCausalLM",
+        "AutoConfig": f"configuration_nas_llama.{per_layer.__name__}",
+        "AutoModelForCausalLM": f"modeling_nas_llama.{model_class}",
     }
     return config
 

@@ -282,7 +282,7 @@ def load_quantized(folder: str | Path, device: str | None = None, trust_remote_c
         record = json.loads(record_file.read_text())
         info = record["quantization"]
         sub = SubNetwork.from_dict(info["sub_network"])
-        shape = ModelShape(**info["shape"])
+        shape = ModelShape.from_dict(info["shape"])
         cfg = QuantizationConfig.coerce(info["config"])
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise QuantizationError(

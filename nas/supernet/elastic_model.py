@@ -8,6 +8,7 @@ an instance of its Hugging Face class, so `generate`, checkpoints, lm-eval's HFL
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from transformers import LlamaForCausalLM, MistralForCausalLM, PreTrainedModel, 
 
 from nas.errors import UnsupportedModelError
 from nas.supernet.elastic_modules import ElasticEmbedding, ElasticLayerList, ElasticLinear, ElasticRMSNorm
-from nas.supernet.subnetwork import ModelShape, SubNetwork
+from nas.supernet.subnetwork import ATTENTION_LINEARS, MLP_LINEARS, ModelShape, SubNetwork
 
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 _MLP = ("gate_proj", "up_proj", "down_proj")
@@ -33,11 +34,17 @@ class ElasticCausalLM:
     config: Any
     _nas_shape: ModelShape
     _nas_active: SubNetwork | None = None
+    _nas_layer_types: tuple[str, ...] | None = None
 
     @property
     def shape(self) -> ModelShape:
         """The full model's dimensions."""
         return self._nas_shape
+
+    @property
+    def full_layer_types(self) -> tuple[str, ...] | None:
+        """Each layer's attention type (`config.layer_types` of the whole model), when the config has them."""
+        return self._nas_layer_types
 
     @property
     def active_sub_network(self) -> SubNetwork | None:
@@ -70,6 +77,7 @@ class ElasticCausalLM:
             attn.layer_idx = position
         self.model.embed_tokens.active_embedding_dim = hidden
         layers.set_active(sub.layers)
+        self._set_layer_types(sub.layers)
         self._nas_active = sub
 
     def reset_super_network(self) -> None:
@@ -82,7 +90,25 @@ class ElasticCausalLM:
             layer.self_attn.layer_idx = layer.self_attn.nas_layer_index
         self.model.embed_tokens.active_embedding_dim = None
         self.model.layers.set_active(None)
+        self._set_layer_types(None)
         self._nas_active = None
+
+    def _set_layer_types(self, kept: tuple[int, ...] | None) -> None:
+        """Order `config.layer_types` as the kept layers run.
+
+        Hugging Face picks each layer's attention mask (sliding window or full, Qwen2) and KV-cache
+        layer by its position in the run (`config.layer_types[i]` for the i-th layer run), so with
+        layers dropped, position i must carry the type of the i-th kept layer. Dropped layers' types
+        follow, keeping the list's length.
+        """
+        types = self._nas_layer_types
+        if types is None:
+            return
+        if kept is None:
+            self.config.layer_types = list(types)
+            return
+        dropped = [i for i in range(len(types)) if i not in set(kept)]
+        self.config.layer_types = [types[i] for i in (*kept, *dropped)]
 
     @contextmanager
     def sub_network(self, sub: SubNetwork) -> Iterator[SubNetwork]:
@@ -105,6 +131,8 @@ class ElasticCausalLM:
         config = json.loads(config_path.read_text())
         base = next(cls for cls in type(self).__mro__ if cls in ELASTIC_CLASSES)
         config["architectures"] = [base.__name__]
+        if self._nas_layer_types is not None:
+            config["layer_types"] = list(self._nas_layer_types)  # not the active sub-network's order
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
@@ -176,7 +204,13 @@ def make_elastic(model: PreTrainedModel) -> PreTrainedModel:
     _swap_class(model.lm_head, ElasticLinear)
     _swap_class(inner.layers, ElasticLayerList)
     model.__class__ = elastic_class
-    setattr(model, "_nas_shape", ModelShape.from_config(model.config))  # noqa: B010 (not a declared attribute)
+    # The modules themselves say which linears have a bias (whatever the config's flags).
+    first = inner.layers[0]
+    biased = tuple(name for name in ATTENTION_LINEARS + MLP_LINEARS if first.get_submodule(name).bias is not None)
+    shape = dataclasses.replace(ModelShape.from_config(model.config), biased_linears=biased)
+    setattr(model, "_nas_shape", shape)  # noqa: B010 (not a declared attribute)
+    layer_types = getattr(model.config, "layer_types", None)
+    setattr(model, "_nas_layer_types", None if layer_types is None else tuple(layer_types))  # noqa: B010
     return model
 
 

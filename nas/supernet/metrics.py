@@ -38,14 +38,9 @@ def _layer_linear_shapes(shape: ModelShape, sub: SubNetwork, pos: int) -> list[t
 
 
 def _layer_bias_params(shape: ModelShape, sub: SubNetwork, pos: int) -> int:
-    hd, heads = shape.head_dim, sub.num_heads[pos]
-    kv = heads // shape.group_size
-    bias = 0
-    if shape.attention_bias:
-        bias += heads * hd + 2 * kv * hd + sub.hidden_size
-    if shape.mlp_bias:
-        bias += 2 * sub.mlp_sizes[pos] + sub.hidden_size
-    return bias
+    """One bias entry per kept output row of each biased linear."""
+    slices = layer_slices(shape, sub, pos)
+    return sum(slices[name][0] for name in shape.biased_linears)
 
 
 def count_params(shape: ModelShape, sub: SubNetwork) -> tuple[int, int, int]:

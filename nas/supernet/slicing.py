@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-from nas.supernet.subnetwork import ModelShape, SubNetwork
+from nas.supernet.subnetwork import ATTENTION_LINEARS, MLP_LINEARS, ModelShape, SubNetwork
 
-LINEAR_MODULES = (
-    "self_attn.q_proj",
-    "self_attn.k_proj",
-    "self_attn.v_proj",
-    "self_attn.o_proj",
-    "mlp.gate_proj",
-    "mlp.up_proj",
-    "mlp.down_proj",
-)
+LINEAR_MODULES = ATTENTION_LINEARS + MLP_LINEARS
 NORM_MODULES = ("input_layernorm", "post_attention_layernorm")
 
 

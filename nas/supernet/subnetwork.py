@@ -14,10 +14,19 @@ from typing import Any
 
 from nas.errors import InvalidSubNetworkError
 
+# The decoder linears of the Llama module tree, named relative to a decoder layer.
+ATTENTION_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+MLP_LINEARS = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+# Architectures whose biases no config flag describes: Qwen2 always biases q, k and v, never o.
+_BIASED_BY_MODEL_TYPE = {"qwen2": ATTENTION_LINEARS[:3]}
+
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The dimensions of the full (super-)network that bound every sub-network."""
+    """The dimensions of the full (super-)network that bound every sub-network.
+
+    `biased_linears` names the decoder linears (as in `ATTENTION_LINEARS`, `MLP_LINEARS`) that have a bias.
+    """
 
     num_layers: int
     hidden_size: int
@@ -27,8 +36,14 @@ class ModelShape:
     head_dim: int
     vocab_size: int
     tie_word_embeddings: bool
-    attention_bias: bool = False
-    mlp_bias: bool = False
+    biased_linears: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Accept a list (from JSON) but store a tuple so the shape stays hashable.
+        object.__setattr__(self, "biased_linears", tuple(self.biased_linears))
+        unknown = set(self.biased_linears) - set(ATTENTION_LINEARS + MLP_LINEARS)
+        if unknown:
+            raise ValueError(f"biased_linears {sorted(unknown)} are not among {ATTENTION_LINEARS + MLP_LINEARS}.")
 
     @property
     def group_size(self) -> int:
@@ -49,9 +64,25 @@ class ModelShape:
             head_dim=int(head_dim),
             vocab_size=int(config.vocab_size),
             tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
-            attention_bias=bool(getattr(config, "attention_bias", False)),
-            mlp_bias=bool(getattr(config, "mlp_bias", False)),
+            biased_linears=_biased_linears(config),
         )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelShape:
+        """The inverse of `dataclasses.asdict`; also reads records that still hold `attention_bias`/`mlp_bias`."""
+        data = dict(data)
+        attention, mlp = bool(data.pop("attention_bias", False)), bool(data.pop("mlp_bias", False))
+        data.setdefault("biased_linears", (ATTENTION_LINEARS if attention else ()) + (MLP_LINEARS if mlp else ()))
+        return cls(**data)
+
+
+def _biased_linears(config: Any) -> tuple[str, ...]:
+    """Which decoder linears of a Llama-family config have a bias."""
+    fixed = _BIASED_BY_MODEL_TYPE.get(getattr(config, "model_type", ""))
+    if fixed is not None:
+        return fixed
+    attention = ATTENTION_LINEARS if getattr(config, "attention_bias", False) else ()
+    return attention + (MLP_LINEARS if getattr(config, "mlp_bias", False) else ())
 
 
 @dataclass(frozen=True)

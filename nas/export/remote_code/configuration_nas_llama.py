@@ -1,4 +1,5 @@
-"""Configuration of a Llama whose layers have their own MLP width and head count.
+"""Configurations of Llama-family models (Llama, Mistral, Qwen2) whose layers have their own MLP width
+and head count.
 
 Saved beside exported heterogeneous sub-networks and loaded with `trust_remote_code=True`; it depends
 on transformers only, not on the project that exported it.
@@ -6,7 +7,25 @@ on transformers only, not on the project that exported it.
 
 from __future__ import annotations
 
-from transformers import LlamaConfig
+from transformers import LlamaConfig, MistralConfig, Qwen2Config
+
+
+def _set_layer_sizes(
+    config,
+    layer_intermediate_sizes: list[int] | None,
+    layer_num_attention_heads: list[int] | None,
+    layer_num_key_value_heads: list[int] | None,
+) -> None:
+    n = config.num_hidden_layers
+    config.layer_intermediate_sizes = list(layer_intermediate_sizes or [config.intermediate_size] * n)
+    config.layer_num_attention_heads = list(layer_num_attention_heads or [config.num_attention_heads] * n)
+    config.layer_num_key_value_heads = list(layer_num_key_value_heads or [config.num_key_value_heads] * n)
+    for name in ("layer_intermediate_sizes", "layer_num_attention_heads", "layer_num_key_value_heads"):
+        if len(getattr(config, name)) != n:
+            raise ValueError(f"{name} needs {n} entries (num_hidden_layers), got {len(getattr(config, name))}.")
+    groups = {h // kv for h, kv in zip(config.layer_num_attention_heads, config.layer_num_key_value_heads)}
+    if groups != {config.num_attention_heads // config.num_key_value_heads}:
+        raise ValueError("Every layer must keep the model's query heads per key/value head (whole GQA groups).")
 
 
 class NasLlamaConfig(LlamaConfig):
@@ -22,13 +41,36 @@ class NasLlamaConfig(LlamaConfig):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        n = self.num_hidden_layers
-        self.layer_intermediate_sizes = list(layer_intermediate_sizes or [self.intermediate_size] * n)
-        self.layer_num_attention_heads = list(layer_num_attention_heads or [self.num_attention_heads] * n)
-        self.layer_num_key_value_heads = list(layer_num_key_value_heads or [self.num_key_value_heads] * n)
-        for name in ("layer_intermediate_sizes", "layer_num_attention_heads", "layer_num_key_value_heads"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} needs {n} entries (num_hidden_layers), got {len(getattr(self, name))}.")
-        groups = {h // kv for h, kv in zip(self.layer_num_attention_heads, self.layer_num_key_value_heads)}
-        if groups != {self.num_attention_heads // self.num_key_value_heads}:
-            raise ValueError("Every layer must keep the model's query heads per key/value head (whole GQA groups).")
+        _set_layer_sizes(self, layer_intermediate_sizes, layer_num_attention_heads, layer_num_key_value_heads)
+
+
+class NasMistralConfig(MistralConfig):
+    """`MistralConfig` plus per-layer sizes (one entry per decoder layer)."""
+
+    model_type = "nas_mistral"
+
+    def __init__(
+        self,
+        layer_intermediate_sizes: list[int] | None = None,
+        layer_num_attention_heads: list[int] | None = None,
+        layer_num_key_value_heads: list[int] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        _set_layer_sizes(self, layer_intermediate_sizes, layer_num_attention_heads, layer_num_key_value_heads)
+
+
+class NasQwen2Config(Qwen2Config):
+    """`Qwen2Config` plus per-layer sizes (one entry per decoder layer)."""
+
+    model_type = "nas_qwen2"
+
+    def __init__(
+        self,
+        layer_intermediate_sizes: list[int] | None = None,
+        layer_num_attention_heads: list[int] | None = None,
+        layer_num_key_value_heads: list[int] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        _set_layer_sizes(self, layer_intermediate_sizes, layer_num_attention_heads, layer_num_key_value_heads)
