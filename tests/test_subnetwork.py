@@ -70,6 +70,10 @@ def test_full_is_valid_and_uniform():
             SubNetwork((0, 1), (128, 128), (3, 4), 64),
             r"num_heads\[0\] \(layer 0\) = 3 is not a whole number of KV groups",
         ),
+        (
+            SubNetwork((0, 1), (128, 128), (4, 6), 64),
+            r"num_heads\[1\] \(layer 1\) = 6 is above the model's 4 attention heads; the maximum is 4",
+        ),
         (SubNetwork((0, 1), (128, 128), (4, 4), 65), "hidden_size = 65 is outside 1..64"),
     ],
 )

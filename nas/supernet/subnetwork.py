@@ -155,7 +155,12 @@ class SubNetwork:
                     "the model's intermediate_size."
                 )
         for pos, (layer, heads) in enumerate(zip(self.layers, self.num_heads)):
-            if not 1 <= heads <= shape.num_heads or heads % shape.group_size:
+            if heads > shape.num_heads:
+                raise InvalidSubNetworkError(
+                    f"num_heads[{pos}] (layer {layer}) = {heads} is above the model's {shape.num_heads} attention "
+                    f"heads; the maximum is {shape.num_heads}."
+                )
+            if heads < 1 or heads % shape.group_size:
                 allowed = list(range(shape.group_size, shape.num_heads + 1, shape.group_size))
                 raise InvalidSubNetworkError(
                     f"num_heads[{pos}] (layer {layer}) = {heads} is not a whole number of KV groups; "
