@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 from nas import SubNetwork
+from nas.errors import InvalidSubNetworkError
 from nas.export.__main__ import run_export
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -45,3 +47,28 @@ def test_bad_subnet_fails_with_one_message(tmp_path):
     assert result.returncode == 1
     assert "Unknown sub-network 'biggest'; use full, largest, smallest, random:<seed>" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"layers": [0, 1], "mlp_sizes": [64', "is not valid JSON"),
+        ('{"layers": [0], "mlp_sizes": [64], "num_heads": [2]}', r"missing \['hidden_size'\]"),
+        ('{"layers": ["a"], "mlp_sizes": [64], "num_heads": [2], "hidden_size": 64}', "lists of integers"),
+        ("[0, 1]", "got a list"),
+    ],
+)
+def test_corrupt_subnet_file_fails_before_the_model_loads(tmp_path, monkeypatch, text, message):
+    path = tmp_path / "arch.json"
+    path.write_text(text)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the sub-network file was checked")
+
+    monkeypatch.setattr("nas.export.__main__.instantiate", no_model)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("export", overrides=["model=tiny_llama", f"subnet={path}", f"out_dir={tmp_path / 'out'}"])
+    with pytest.raises(InvalidSubNetworkError, match=message) as error:
+        run_export(cfg, tmp_path)
+    assert str(path) in str(error.value)
+    assert not (tmp_path / "out").exists()

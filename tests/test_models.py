@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nas import load_model
-from nas.errors import ModelLoadError
+from nas.errors import ModelLoadError, UnsupportedModelError
 from nas.models import available_models
 
 
@@ -29,6 +29,20 @@ def test_corrupt_folder_is_named(tiny, tmp_path):
     tokenizer.save_pretrained(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ModelLoadError, match="corrupt or incomplete"):
+        load_model(str(tmp_path))
+
+
+def test_unsupported_architecture_is_refused_before_any_weight_is_read(tmp_path):
+    from transformers import GPT2Config
+
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32)
+    config.architectures = ["GPT2LMHeadModel"]
+    config.save_pretrained(tmp_path)  # config.json only: loading weights would fail differently
+    with pytest.raises(
+        UnsupportedModelError,
+        match="GPT2LMHeadModel is not supported; the elastic super-network handles LlamaForCausalLM, "
+        "MistralForCausalLM, Qwen2ForCausalLM",
+    ):
         load_model(str(tmp_path))
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from nas.errors import ModelLoadError
+from nas.errors import ModelLoadError, NASError
 from nas.models.placement import place, torch_dtype
-from nas.supernet.elastic_model import make_elastic
+from nas.supernet.elastic_model import check_supported_config, make_elastic
 
 
 def from_pretrained(
@@ -28,10 +28,14 @@ def from_pretrained(
         )
     source = str(path) if looks_local else name_or_path
     try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
+        check_supported_config(config, trust_remote_code)  # before any weight is read
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code, revision=revision
+            source, config=config, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code, revision=revision
         )
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
+    except NASError:
+        raise
     except OSError as exc:
         where = "folder" if looks_local else "Hugging Face hub id (is the hub reachable? HF_HUB_OFFLINE set?)"
         raise ModelLoadError(f"Could not load model {name_or_path!r} as a {where}: {exc}") from exc

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from transformers import LlamaForCausalLM, MistralForCausalLM, PreTrainedModel, Qwen2ForCausalLM
+from transformers import LlamaForCausalLM, MistralForCausalLM, PretrainedConfig, PreTrainedModel, Qwen2ForCausalLM
 
 from nas.errors import UnsupportedModelError
 from nas.supernet.elastic_modules import ElasticEmbedding, ElasticLayerList, ElasticLinear, ElasticRMSNorm
@@ -179,17 +179,31 @@ def shape_of(model: nn.Module) -> ModelShape:
     return model.shape
 
 
+def _unsupported(name: str) -> UnsupportedModelError:
+    supported = ", ".join(cls.__name__ for cls in ELASTIC_CLASSES)
+    return UnsupportedModelError(
+        f"{name} is not supported; the elastic super-network handles {supported} "
+        "(the Llama module tree: model.layers[i].self_attn.{q,k,v,o}_proj and mlp.{gate,up,down}_proj)."
+    )
+
+
+def check_supported_config(config: PretrainedConfig, trust_remote_code: bool = False) -> None:
+    """Raise the error `make_elastic` would, from the config alone (before any weight is read)."""
+    name = ", ".join(getattr(config, "architectures", None) or []) or f"model_type {config.model_type!r}"
+    remote = (getattr(config, "auto_map", None) or {}).get("AutoModelForCausalLM")
+    if trust_remote_code and remote:
+        raise _unsupported(f"{remote} (remote code)")
+    if type(config) not in {cls.config_class for cls in ELASTIC_CLASSES}:
+        raise _unsupported(name)
+
+
 def make_elastic(model: PreTrainedModel) -> PreTrainedModel:
     """Turn a Llama-family causal LM into a super-network, in place, and return it."""
     if is_elastic(model):
         return model
     elastic_class = ELASTIC_CLASSES.get(type(model))
     if elastic_class is None:
-        supported = ", ".join(cls.__name__ for cls in ELASTIC_CLASSES)
-        raise UnsupportedModelError(
-            f"{type(model).__name__} is not supported; the elastic super-network handles {supported} "
-            "(the Llama module tree: model.layers[i].self_attn.{q,k,v,o}_proj and mlp.{gate,up,down}_proj)."
-        )
+        raise _unsupported(type(model).__name__)
     inner = model.model
     for index, layer in enumerate(inner.layers):
         for name in _ATTENTION:

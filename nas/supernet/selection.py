@@ -19,7 +19,10 @@ ALLOWED_FORMS = (
 
 
 def check_spec(spec: str) -> str:
-    """Check the form of `spec` without a model (so bad input fails before any heavy work); returns it stripped."""
+    """Check `spec` without a model (so bad input fails before any heavy work); returns it stripped.
+
+    A JSON file is read and parsed into a `SubNetwork`; whether it fits the model is checked later.
+    """
     text = str(spec).strip()
     if text in NAMED:
         return text
@@ -35,6 +38,9 @@ def check_spec(spec: str) -> str:
             raise InvalidSubNetworkError(
                 f"Sub-network file {text} does not exist; pass a JSON file written by SubNetwork.save."
             )
+        # Parsed here (JSON and fields), so a corrupt file fails before the model loads; the fit to
+        # the model's shape is checked by `select_sub_network`.
+        SubNetwork.load(Path(text).expanduser())
         return text
     raise InvalidSubNetworkError(f"Unknown sub-network {spec!r}; use {ALLOWED_FORMS}.")
 

@@ -188,13 +188,23 @@ class SubNetwork:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SubNetwork:
         expected = {"layers", "mlp_sizes", "num_heads", "hidden_size"}
+        if not isinstance(data, dict):
+            raise InvalidSubNetworkError(
+                f"A SubNetwork is a mapping with the keys {sorted(expected)}; got a {type(data).__name__}."
+            )
         missing, extra = expected - set(data), set(data) - expected
         if missing or extra:
             raise InvalidSubNetworkError(
                 f"A SubNetwork needs exactly the keys {sorted(expected)}; missing {sorted(missing)}, "
                 f"unexpected {sorted(extra)}."
             )
-        return cls(**data)
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as exc:
+            raise InvalidSubNetworkError(
+                "A SubNetwork's layers, mlp_sizes and num_heads are lists of integers and hidden_size an "
+                f"integer; got {data} ({exc})."
+            ) from exc
 
     @classmethod
     def from_json(cls, text: str) -> SubNetwork:
@@ -212,6 +222,8 @@ class SubNetwork:
             return cls.from_json(p.read_text())
         except json.JSONDecodeError as exc:
             raise InvalidSubNetworkError(f"{p} is not valid JSON ({exc}).") from exc
+        except InvalidSubNetworkError as exc:
+            raise InvalidSubNetworkError(f"{p}: {exc}") from exc
 
     def describe(self) -> str:
         """A short human-readable summary, e.g. for tables and progress bars."""
