@@ -125,18 +125,31 @@ def test_qwen2_and_mistral_export_equals_live_sub_network(tiny_family, tmp_path,
     assert loaded["params"] == sub_network_cost(model.shape, sub).params
 
 
+# Heterogeneous: three layers dropped, per-layer MLP widths and heads. Uniform: the last six layers
+# dropped, every kept layer with half the MLP and two of three KV groups.
+SMOLLM2_HETERO = SubNetwork(
+    tuple(i for i in range(30) if i not in (3, 17, 29)),
+    tuple(768 if i % 3 else 1536 for i in range(30) if i not in (3, 17, 29)),
+    tuple(6 if i % 2 else 9 for i in range(30) if i not in (3, 17, 29)),
+    576,
+)
+SMOLLM2_UNIFORM = SubNetwork(tuple(range(24)), (768,) * 24, (6,) * 24, 576)
+
+
 @pytest.mark.slow
-def test_smollm2_export_equals_live_sub_network(smollm2, tmp_path):
+@pytest.mark.parametrize(
+    ("sub", "expected_class"),
+    [(SMOLLM2_HETERO, "NasLlamaForCausalLM"), (SMOLLM2_UNIFORM, "LlamaForCausalLM")],
+    ids=["heterogeneous", "uniform"],
+)
+def test_smollm2_export_equals_live_sub_network(smollm2, tmp_path, sub, expected_class):
     model, tokenizer = smollm2
-    shape = model.shape
-    layers = tuple(i for i in range(shape.num_layers) if i not in (3, 17, 29))
-    widths = tuple(768 if i % 3 else 1536 for i in layers)
-    sub = SubNetwork(layers, widths, tuple(6 if i % 2 else 9 for i in layers), 576)
     ids = tokenizer(["The capital of France is Paris. The capital of Italy is"], return_tensors="pt").input_ids
     with torch.no_grad(), model.sub_network(sub):
         live_logits = model(ids).logits
         live_generated = model.generate(ids, max_new_tokens=5, do_sample=False)
     loaded = load_in_clean_process(export_sub_network(model, sub, tmp_path / "e", tokenizer=tokenizer), ids, tmp_path)
-    assert loaded["class"] == "NasLlamaForCausalLM"
+    assert loaded["class"] == expected_class
     assert (loaded["logits"] - live_logits).abs().max().item() <= 1e-4
     assert torch.equal(loaded["generated"], live_generated)
+    assert loaded["params"] == sub_network_cost(model.shape, sub).params

@@ -77,3 +77,50 @@ def test_embedded_smollm2_loads_with_its_real_shape(smollm2):
     assert (shape.num_heads, shape.num_kv_heads, shape.tie_word_embeddings) == (9, 3, True)
     assert model.num_parameters() == 134_515_008
     assert tokenizer("Hello").input_ids
+
+
+@pytest.mark.slow
+def test_embedded_model_is_converted_once_then_loaded_from_its_cache(tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+
+    from nas.models import gguf_cache
+
+    convert = gguf_cache.convert_gguf
+    converted: list = []
+
+    def counted(gguf_path, out_dir):
+        converted.append(out_dir)
+        convert(gguf_path, out_dir)
+
+    def refused(gguf_path, out_dir):
+        raise AssertionError(f"converted {gguf_path.name} again although its cache is good")
+
+    def restored(gguf_path, out_dir):
+        # One real conversion is enough (about 40 s); the second only has to be asked for.
+        converted.append(out_dir)
+        shutil.rmtree(out_dir)
+        shutil.copytree(tmp_path / "good", out_dir)
+
+    cache_dir = tmp_path / "cache"
+    cached = cache_dir / "SmolLM2-135M-Instruct.Q4_1"
+    monkeypatch.setattr(gguf_cache, "convert_gguf", counted)
+    first, _ = load_model("smollm2_135m", cache_dir=str(cache_dir))
+    assert converted == [cached] and (cached / "model.safetensors").is_file()
+    weight = "model.layers.0.mlp.down_proj.weight"
+    # A copy: the loaded weights may be memory-mapped from the cache file overwritten below.
+    expected = first.state_dict()[weight].clone()
+    del first
+    shutil.copytree(cached, tmp_path / "good")
+
+    monkeypatch.setattr(gguf_cache, "convert_gguf", refused)
+    second, _ = load_model("smollm2_135m", cache_dir=str(cache_dir))
+    assert torch.equal(second.state_dict()[weight], expected)
+    del second
+
+    (cached / "model.safetensors").write_bytes(b"a truncated download")
+    monkeypatch.setattr(gguf_cache, "convert_gguf", restored)
+    third, _ = load_model("smollm2_135m", cache_dir=str(cache_dir))
+    assert converted == [cached, cached]
+    assert torch.equal(third.state_dict()[weight], expected)
