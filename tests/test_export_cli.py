@@ -57,6 +57,7 @@ def test_bad_subnet_fails_with_one_message(tmp_path):
         ('{"layers": ["a"], "mlp_sizes": [64], "num_heads": [2], "hidden_size": 64}', "lists of integers"),
         ("[0, 1]", "got a list"),
     ],
+    ids=["not-json", "missing-field", "not-integers", "not-a-mapping"],
 )
 def test_corrupt_subnet_file_fails_before_the_model_loads(tmp_path, monkeypatch, text, message):
     path = tmp_path / "arch.json"
