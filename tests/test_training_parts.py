@@ -97,14 +97,20 @@ def test_grid_params_spreads_samples_over_sizes(space):
     )
 
 
-def test_calibrate_mag_keeps_the_largest_magnitude_per_bin(tiny, space):
+@pytest.mark.parametrize("keep", [1, 2])
+def test_calibrate_mag_keeps_the_largest_magnitude_per_bin(tiny, space, keep):
     model, _ = tiny
-    sampler = CalibrateMagSampler(space, model, seed=0, num_bins=3, candidates_per_bin=15, keep_per_bin=1)
-    rng_check = GridParamsSampler(space, seed=1, num_bins=3)
-    for target, kept in enumerate(sampler.pool):
-        assert len(kept) == 1 and sampler.bin_of(kept[0]) == target
-        rivals = [rng_check.sample_in_bin(target) for _ in range(10)]
-        assert weight_magnitude(model, kept[0]) >= min(weight_magnitude(model, r) for r in rivals)
+    sampler = CalibrateMagSampler(space, model, seed=0, num_bins=3, candidates_per_bin=15, keep_per_bin=keep)
+    # The candidates it recorded are the ones its seeded stream draws: the same stream gives the same ones.
+    replay = GridParamsSampler(space, seed=0, num_bins=3)
+    for target, (kept, candidates) in enumerate(zip(sampler.pool, sampler.candidates)):
+        assert candidates == list(dict.fromkeys(replay.sample_in_bin(target) for _ in range(15)))
+        assert len(candidates) > keep and all(sampler.bin_of(c) == target for c in candidates)
+        magnitude = {c: weight_magnitude(model, c) for c in candidates}
+        assert len(set(magnitude.values())) > 1  # the choice matters
+        # The kept ones are the `keep` largest magnitudes among all the candidates of the bin.
+        assert len(kept) == keep and set(kept) <= set(candidates)
+        assert sorted((magnitude[k] for k in kept), reverse=True) == sorted(magnitude.values(), reverse=True)[:keep]
     assert {sampler.sample() for _ in range(30)} <= {s for kept in sampler.pool for s in kept}
 
 
