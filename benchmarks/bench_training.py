@@ -42,17 +42,26 @@ def strategy_steps(model, batch, sampler, strategy: Strategy, steps: int) -> Cal
 
 
 class StepTimer(L.Callback):
-    """Wall time of each training batch inside Lightning's loop (start of one to start of the next)."""
+    """Wall time of each training batch inside Lightning's loop: from the start of one batch to the start
+    of the next (the last one: to the end of training), so Lightning's work between batches (fetching the
+    next batch, logging, hooks) counts, as the plain loop's does."""
 
     def __init__(self) -> None:
         self.times: list[float] = []
-        self._start = 0.0
+        self._start: float | None = None
+
+    def _lap(self) -> None:
+        now = time.perf_counter()
+        if self._start is not None:
+            self.times.append(now - self._start)
+        self._start = now
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._start = time.perf_counter()
+        self._lap()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.times.append(time.perf_counter() - self._start)
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._lap()
+        self._start = None
 
 
 def lightning_steps(model, batch, sampler, steps: int) -> Callable[[], float]:

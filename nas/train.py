@@ -3,7 +3,9 @@
 Stage one of both papers: each step trains the full network and/or sampled sub-networks (the
 `strategy`), drawn by a `sampler` from the `search_space`, on instruction data. Checkpoints go to
 `<run dir>/checkpoints` (`ckpt_path=last` resumes the newest one of this run name); the trained
-super-network is saved as a Hugging Face folder, `<run dir>/supernet`, for search and export.
+super-network is saved as a Hugging Face folder, `<run dir>/supernet`, for search and export. With
+`reorder=true` (or an `importance_*` sampler) the model is first reordered by importance on the
+calibration set and saved to `<run dir>/reordered`.
 """
 
 from __future__ import annotations
@@ -17,17 +19,21 @@ import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import CONFIG_DIR, exit_on_nas_error
+from nas.data.calibration import CalibrationSet
 from nas.instantiate import instantiate
-from nas.reorder import reorder_model
+from nas.reorder import reorder_model, save_reordered
 from nas.supernet.search_space import SearchSpace
 from nas.training.checkpoints import resolve_ckpt_path
 from nas.training.lora import has_lora, merge_lora
 from nas.training.module import SuperNetModule
 
 log = logging.getLogger(__name__)
+
+REORDERED_DIR = "reordered"  # <run dir>/reordered/: the importance-reordered model the run trains from
 
 
 def training_steps(cfg: DictConfig, datamodule: Any, accumulate: int) -> int:
@@ -40,6 +46,29 @@ def training_steps(cfg: DictConfig, datamodule: Any, accumulate: int) -> int:
     return min(steps, cap) if cap > 0 else steps
 
 
+def reorder_before_training(
+    model: Any, tokenizer: Any, calibration: CalibrationSet, folder: Path, dimensions: Any = None
+) -> None:
+    """The `reorder` step (`reorder=true`, or a sampler that `requires_reordering`): reorder `model` in place
+    by importance on `calibration` and save it to `folder`, as `python -m nas.reorder` does (`dimensions`
+    as there; None: all).
+
+    A model reordered already (it has `config.nas_layer_order`) is left as it is. Reordering is
+    deterministic, so a run resumed in another folder recomputes the layer order its checkpoint's weights
+    were trained with.
+    """
+    if getattr(model.config, "nas_layer_order", None):
+        log.info("The model is reordered already (config.nas_layer_order); training it as it is.")
+        return
+    scores, permutations = reorder_model(model, tokenizer, calibration, dimensions)
+    if getattr(rank_zero_only, "rank", 0) == 0:  # one writer when several processes train
+        metadata = {"calibration": {"name": calibration.name, "file": str(calibration.path)}}
+        save_reordered(model, tokenizer, folder, scores, permutations, metadata)
+        log.info(
+            "Saved the reordered model to %s (reuse it with model=pretrained model.name_or_path=%s)", folder, folder
+        )
+
+
 def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """The whole job; returns the summary it writes to `<output_dir>/training.json`."""
     output_dir = Path(output_dir)
@@ -49,16 +78,12 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     datamodule.check_records()
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
-    reorder = bool(cfg.sampler.get("requires_reordering"))
-    calibration = instantiate(cfg.calibration) if reorder else None
+    reorder = bool(cfg.get("reorder")) or bool(cfg.sampler.get("requires_reordering"))
+    calibration = instantiate(cfg.calibration) if reorder else None  # a missing text file fails now
 
     model, tokenizer = instantiate(cfg.model)
-    if calibration is not None and not getattr(model.config, "nas_layer_order", None):
-        # The importance_* samplers train the importance-reordered model. Reordering is deterministic,
-        # so a resumed run recomputes the same layer order its checkpoint's weights were trained with.
-        scores, _ = reorder_model(model, tokenizer, calibration)
-        (output_dir / "importance.json").parent.mkdir(parents=True, exist_ok=True)
-        (output_dir / "importance.json").write_text(json.dumps(scores.to_dict(), indent=2) + "\n")
+    if calibration is not None:
+        reorder_before_training(model, tokenizer, calibration, output_dir / REORDERED_DIR, cfg.get("dimensions"))
     model = instantiate(cfg.finetune, model=model)
     space = SearchSpace.from_config(cfg.search_space, model.config)
     sampler = instantiate(cfg.sampler, space=space, model=model)

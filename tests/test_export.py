@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -72,6 +73,46 @@ def test_export_equals_live_sub_network(tiny, tiny_inputs, tmp_path, sub, expect
     assert SubNetwork.from_dict(json.loads((folder / "subnetwork.json").read_text())["sub_network"]) == sub
     assert (folder / "modeling_nas_llama.py").exists() == (not sub.is_uniform)
     assert model.active_sub_network is None  # exporting leaves the super-network as it was
+
+
+def test_export_honours_the_layer_order_of_a_reordered_model(tiny_inputs, tmp_path):
+    from nas import SearchSpace, load_model
+    from nas.data.calibration import CalibrationSet
+    from nas.models.pretrained import from_pretrained
+    from nas.reorder import reorder_model, save_reordered
+
+    # Importance reordering: neurons, heads and channels permuted, layers left in place and ranked in
+    # config.nas_layer_order; saved and loaded again, as `nas.reorder` then `nas.export` would. In a random
+    # model earlier layers change the hidden state most (order 0, 1, 2, 3); layer 1, made to change it
+    # little, ranks last.
+    model, tokenizer = load_model("tiny_llama")
+    with torch.no_grad():
+        for name in ("self_attn.o_proj", "mlp.down_proj"):
+            model.model.layers[1].get_submodule(name).weight.mul_(0.01)
+    original = copy.deepcopy(model)
+    calibration = CalibrationSet(num_samples=4, seq_len=64, batch_size=4)  # the C4 sample of the data folder
+    scores, permutations = reorder_model(model, tokenizer, calibration, progress=False)
+    order = list(model.config.nas_layer_order)
+    reloaded, tokenizer = from_pretrained(str(save_reordered(model, tokenizer, tmp_path / "r", scores, permutations)))
+    assert reloaded.config.nas_layer_order == order
+
+    # A sub-network with fewer layers keeps the most important ones, by the stored order.
+    space = SearchSpace.from_config({"num_layers": {"choices": [0.5, 1.0]}}, reloaded.config)
+    sub = space.decode({"num_layers": 2})
+    assert order[-1] == 1 and sub.layers == tuple(sorted(order[:2])) != (0, 1)
+    ids = tiny_inputs["input_ids"][:1]
+    with torch.no_grad(), reloaded.sub_network(sub):
+        live = reloaded(ids).logits
+    folder = export_sub_network(reloaded, sub, tmp_path / "export", tokenizer=tokenizer)
+    assert "nas_layer_order" not in json.loads((folder / "config.json").read_text())
+
+    loaded = load_in_clean_process(folder, ids, tmp_path)
+
+    assert (loaded["logits"] - live).abs().max().item() <= 1e-4
+    assert loaded["params"] == sub_network_cost(reloaded.shape, sub).params
+    # Those are the same layers of the model as it was before reordering (the permutation kept the function).
+    with torch.no_grad(), original.sub_network(sub):
+        torch.testing.assert_close(loaded["logits"], original(ids).logits, atol=1e-4, rtol=0)
 
 
 def test_export_of_untied_model(tiny_untied, tmp_path):

@@ -22,7 +22,14 @@ from nas.training.instruction_data import (
     tokenize_record,
 )
 from nas.training.samplers import CalibrateMagSampler, GridParamsSampler, UniformSampler, weight_magnitude
-from nas.training.strategies import AlternatingStrategy, RandomStrategy, SandwichStrategy, StandardStrategy
+from nas.training.strategies import (
+    AlternatingStrategy,
+    RandomStrategy,
+    SandwichStrategy,
+    StandardStrategy,
+    distill_loss,
+    lm_loss,
+)
 
 KLEIN = OmegaConf.load("conf/search_space/klein.yaml")
 
@@ -97,14 +104,20 @@ def test_grid_params_spreads_samples_over_sizes(space):
     )
 
 
-def test_calibrate_mag_keeps_the_largest_magnitude_per_bin(tiny, space):
+@pytest.mark.parametrize("keep", [1, 2])
+def test_calibrate_mag_keeps_the_largest_magnitude_per_bin(tiny, space, keep):
     model, _ = tiny
-    sampler = CalibrateMagSampler(space, model, seed=0, num_bins=3, candidates_per_bin=15, keep_per_bin=1)
-    rng_check = GridParamsSampler(space, seed=1, num_bins=3)
-    for target, kept in enumerate(sampler.pool):
-        assert len(kept) == 1 and sampler.bin_of(kept[0]) == target
-        rivals = [rng_check.sample_in_bin(target) for _ in range(10)]
-        assert weight_magnitude(model, kept[0]) >= min(weight_magnitude(model, r) for r in rivals)
+    sampler = CalibrateMagSampler(space, model, seed=0, num_bins=3, candidates_per_bin=15, keep_per_bin=keep)
+    # The candidates it recorded are the ones its seeded stream draws: the same stream gives the same ones.
+    replay = GridParamsSampler(space, seed=0, num_bins=3)
+    for target, (kept, candidates) in enumerate(zip(sampler.pool, sampler.candidates)):
+        assert candidates == list(dict.fromkeys(replay.sample_in_bin(target) for _ in range(15)))
+        assert len(candidates) > keep and all(sampler.bin_of(c) == target for c in candidates)
+        magnitude = {c: weight_magnitude(model, c) for c in candidates}
+        assert len(set(magnitude.values())) > 1  # the choice matters
+        # The kept ones are the `keep` largest magnitudes among all the candidates of the bin.
+        assert len(kept) == keep and set(kept) <= set(candidates)
+        assert sorted((magnitude[k] for k in kept), reverse=True) == sorted(magnitude.values(), reverse=True)[:keep]
     assert {sampler.sample() for _ in range(30)} <= {s for kept in sampler.pool for s in kept}
 
 
@@ -170,6 +183,47 @@ def test_distillation_changes_the_sub_network_gradient(tiny, tiny_inputs, space)
         grads.append(model.model.layers[0].mlp.up_proj.weight.grad[:32].clone())
     assert not torch.allclose(grads[0], grads[1])
     model.zero_grad(set_to_none=True)
+
+
+def test_alternating_distillation_learns_the_full_network_distribution(tiny, tiny_inputs, space):
+    model, _ = tiny
+    batch = {**tiny_inputs, "labels": tiny_inputs["input_ids"]}
+    sub = SubNetwork((0, 2), (64, 64), (2, 2), 48)
+    with torch.no_grad():
+        teacher = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        with model.sub_network(sub):
+            student = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    sampler = UniformSampler(space)
+    sampler.sample = lambda: sub  # type: ignore[method-assign]
+    trained, grads = {}, {}
+    for distill in (False, True):
+        model.zero_grad(set_to_none=True)
+        recorder = Recorder(model)
+        strategy = AlternatingStrategy(distill=distill)
+
+        def backward(loss, recorder=recorder, distill=distill):
+            trained[distill] = loss.detach()
+            recorder.backward(loss)
+
+        losses = strategy.step(model, batch, sampler, backward, step=1)  # odd step: the sub-network
+        assert recorder.subs == [sub] and torch.isfinite(losses["loss/sub"])
+        grads[distill] = model.model.layers[0].mlp.up_proj.weight.grad[:32].clone()
+    # Without distillation the sub-network trains on cross-entropy; with it, on the KL to the full network.
+    torch.testing.assert_close(trained[False], lm_loss(student, batch["labels"]))
+    torch.testing.assert_close(trained[True], distill_loss(student, teacher, batch["labels"]))
+    assert not torch.allclose(grads[False], grads[True])
+    assert model.active_sub_network is None
+    model.zero_grad(set_to_none=True)
+
+
+def test_default_data_file_missing_falls_back_to_the_hub(tmp_path, monkeypatch):
+    import datasets
+
+    hub = [{"instruction": "Say hi.", "output": "hi"}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda hub_id, split: hub)
+    assert load_alpaca_records("auto", None, "tatsu-lab/alpaca", str(tmp_path)) == hub  # no alpaca/ in tmp_path
+    with pytest.raises(DataNotFoundError, match="missing.json"):  # a file named explicitly never falls back
+        load_alpaca_records("auto", str(tmp_path / "missing.json"), "tatsu-lab/alpaca", str(tmp_path))
 
 
 @pytest.mark.parametrize("make", [lambda: RandomStrategy(k=0), lambda: SandwichStrategy(k=-1)])

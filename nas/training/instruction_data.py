@@ -37,21 +37,29 @@ def alpaca_prompt(record: dict[str, Any]) -> str:
 
 
 def load_alpaca_records(source: str, path: str | None, hub_id: str, data_dir: str | None) -> list[dict[str, Any]]:
-    """Records from a local JSON list (`source=local`), the hub (`source=hub`), or local-else-hub (`auto`)."""
+    """Records from a local JSON list (`source=local`), the hub (`source=hub`), or local-else-hub (`auto`).
+
+    With `auto`, only a missing default file (`<data_dir>/alpaca/alpaca_en_demo.json`) falls back to the
+    hub; a `path` given explicitly must exist, whatever the source.
+    """
     if source not in ("local", "hub", "auto"):
         raise DataFormatError(f"data.source={source!r}: use local, hub or auto.")
+    if path and source != "hub":
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise DataNotFoundError(f"data.path={path}: no such file ({file.resolve()}); give an existing JSON file.")
+        return _read_json_records(file)
     if source in ("local", "auto"):
-        file = Path(path).expanduser() if path else None
-        if file is None:
-            try:
-                file = resolve_data_dir(data_dir) / "alpaca" / "alpaca_en_demo.json"
-            except DataNotFoundError:
-                if source == "local":
-                    raise
-        if file is not None and file.is_file():
-            return _read_json_records(file)
+        default: Path | None = None
+        try:
+            default = resolve_data_dir(data_dir) / "alpaca" / "alpaca_en_demo.json"
+        except DataNotFoundError:
+            if source == "local":
+                raise
+        if default is not None and default.is_file():
+            return _read_json_records(default)
         if source == "local":
-            raise DataNotFoundError(f"No instruction data at {file}; set data.path=<file.json> or paths.data_dir.")
+            raise DataNotFoundError(f"No instruction data at {default}; set data.path=<file.json> or paths.data_dir.")
     import datasets  # only users online get here
 
     return [dict(r) for r in datasets.load_dataset(hub_id, split="train")]

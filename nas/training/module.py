@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -80,7 +81,9 @@ class SuperNetModule(L.LightningModule):
         optimizer = self.optimizers()
         assert not isinstance(optimizer, list)  # one optimizer, configured below
         step = self.global_step
-        losses = self.strategy.step(self.model, batch, self.sampler, self.manual_backward, step, 1.0 / self.accumulate)
+        losses = self.strategy.step(
+            self.model, batch, self.sampler, self._checked_backward(step), step, 1.0 / self.accumulate
+        )
         for name, value in losses.items():
             if not torch.isfinite(value):
                 raise NonFiniteLossError(
@@ -102,6 +105,23 @@ class SuperNetModule(L.LightningModule):
         self.log("train/lr", optimizer.param_groups[0]["lr"])
         self.log("train/tokens_per_s", self._step_tokens / max(elapsed, 1e-9))
         self._step_started, self._step_tokens = time.perf_counter(), 0
+
+    def _checked_backward(self, step: int) -> Callable[[torch.Tensor], None]:
+        """`manual_backward` that first stops the run on a NaN or infinite loss: the loss actually
+        back-propagated (with distillation the KL to the teacher, not the reported cross-entropy)."""
+
+        def backward(loss: torch.Tensor) -> None:
+            if not torch.isfinite(loss.detach()).all():
+                sub = self.model.active_sub_network
+                which = "the full network" if sub is None else f"sub-network {sub}"
+                raise NonFiniteLossError(
+                    f"The training loss of {which} is {loss.item()} at optimizer step {step}; training stopped. "
+                    "The last good checkpoint is kept: lower optim.lr, enable optim.grad_clip, or check the data, "
+                    "then resume with ckpt_path=last."
+                )
+            self.manual_backward(loss)
+
+        return backward
 
     # --- validation ----------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Each draws from the one `SearchSpace`, is seeded, and can save and restore its random state so a
 resumed run samples what an uninterrupted one would. The `importance_*` configs use these same
-classes on an importance-reordered model (their config sets `reorder: true`).
+classes on an importance-reordered model (their config sets `requires_reordering: true`, and
+`python -m nas.train` reorders the model before training).
 """
 
 from __future__ import annotations
@@ -127,10 +128,13 @@ class CalibrateMagSampler(GridParamsSampler):
         requires_reordering: bool = False,
     ) -> None:
         super().__init__(space, seed, num_bins, max_tries, model, requires_reordering)
+        # Per bin: every distinct candidate drawn (in drawing order) and the kept ones, largest magnitude first.
+        self.candidates: list[list[SubNetwork]] = []
         self.pool: list[list[SubNetwork]] = []
         for target in range(num_bins):
-            candidates = {self.sample_in_bin(target) for _ in range(candidates_per_bin)}
+            candidates = list(dict.fromkeys(self.sample_in_bin(target) for _ in range(candidates_per_bin)))
             ranked = sorted(candidates, key=lambda s: weight_magnitude(model, s), reverse=True)
+            self.candidates.append(candidates)
             self.pool.append(ranked[:keep_per_bin])
 
     def sample(self) -> SubNetwork:

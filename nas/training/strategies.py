@@ -34,10 +34,25 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Ten
     return F.kl_div(s, t, log_target=True, reduction="batchmean")
 
 
+class DistillNotSupportedError(NASError, ValueError):
+    """`strategy.distill=true` on a strategy without a teacher network to distil from."""
+
+
 class Strategy:
-    """Base: run one (sub-)network on the batch, backward its loss, report it."""
+    """Base: run one (sub-)network on the batch, backward its loss, report it.
+
+    `supports_distill`: whether the strategy has a teacher (the full or largest network) that its
+    sub-networks can learn from; `distill=True` on one without fails instead of being ignored.
+    """
+
+    supports_distill = False
 
     def __init__(self, distill: bool = False) -> None:
+        if distill and not self.supports_distill:
+            raise DistillNotSupportedError(
+                f"strategy.distill=true with {type(self).__name__}: distill is supported by sandwich and "
+                "alternating (they train the full network, the teacher); use one of them or strategy.distill=false."
+            )
         self.distill = distill
 
     def step(
@@ -104,6 +119,8 @@ class SandwichStrategy(Strategy):
     (in-place distillation).
     """
 
+    supports_distill = True
+
     def __init__(self, k: int = 2, distill: bool = False) -> None:
         super().__init__(distill)
         if k < 0:
@@ -127,6 +144,8 @@ class AlternatingStrategy(Strategy):
 
     With `distill`, the sub-network also learns the full network's distribution (one extra forward).
     """
+
+    supports_distill = True
 
     def __init__(self, distill: bool = False) -> None:
         super().__init__(distill)
