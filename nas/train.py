@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas.cli import CONFIG_DIR, exit_on_nas_error
 from nas.data.calibration import CalibrationSet
+from nas.errors import NASError
 from nas.instantiate import instantiate
 from nas.reorder import reorder_model, save_reordered
 from nas.supernet.search_space import SearchSpace
@@ -36,13 +37,13 @@ log = logging.getLogger(__name__)
 REORDERED_DIR = "reordered"  # <run dir>/reordered/: the importance-reordered model the run trains from
 
 
-def training_steps(cfg: DictConfig, datamodule: Any, accumulate: int) -> int:
+def training_steps(cfg: DictConfig, datamodule: Any, accumulate: int, world_size: int = 1) -> int:
     """Optimizer steps to run: `epochs` over the training split when set, capped by `trainer.max_steps`
     when that is positive (as in Lightning, whichever ends first), so `trainer.max_steps=2` shortens any run."""
     cap = int(cfg.trainer.max_steps)
     if not cfg.epochs:
         return cap
-    steps = int(datamodule.steps_for_epochs(cfg.epochs, accumulate))
+    steps = int(datamodule.steps_for_epochs(cfg.epochs, accumulate, world_size))
     return min(steps, cap) if cap > 0 else steps
 
 
@@ -69,6 +70,36 @@ def reorder_before_training(
         )
 
 
+def accumulation_steps(optim: DictConfig, batch_size: int, world_size: int) -> int:
+    """Micro-batches per optimizer step: `optim.accumulate`, or what `optim.global_batch_size` implies
+    for `data.batch_size` per process and this many processes."""
+    global_batch = optim.get("global_batch_size")
+    if global_batch is None:
+        return int(optim.accumulate)
+    per_step = batch_size * world_size
+    if global_batch < per_step or global_batch % per_step:
+        raise NASError(
+            f"optim.global_batch_size={global_batch} is not a whole multiple of data.batch_size={batch_size} x "
+            f"{world_size} process(es) = {per_step}; change one of them (or set optim.global_batch_size=null and "
+            "optim.accumulate=N)."
+        )
+    return global_batch // per_step
+
+
+def training_placement(trainer: L.Trainer) -> dict[str, str]:
+    """How the model must load for this trainer, overriding `model.device` / `model.dtype`."""
+    placement = {}
+    if trainer.world_size > 1:
+        # Each process loads on the CPU and the strategy places (or shards) it on its own device;
+        # loading straight onto "the" GPU would put every process's copy on the first one.
+        placement["device"] = "cpu"
+    if "mixed" in str(trainer.precision):
+        # Mixed precision computes in 16 bits over fp32 master weights: AdamW steps at lr 1e-5 are
+        # below bf16's resolution and would be lost on 16-bit weights.
+        placement["dtype"] = "float32"
+    return placement
+
+
 def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """The whole job; returns the summary it writes to `<output_dir>/training.json`."""
     output_dir = Path(output_dir)
@@ -81,18 +112,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     reorder = bool(cfg.get("reorder")) or bool(cfg.sampler.get("requires_reordering"))
     calibration = instantiate(cfg.calibration) if reorder else None  # a missing text file fails now
 
-    model, tokenizer = instantiate(cfg.model)
-    if calibration is not None:
-        reorder_before_training(model, tokenizer, calibration, output_dir / REORDERED_DIR, cfg.get("dimensions"))
-    model = instantiate(cfg.finetune, model=model)
-    space = SearchSpace.from_config(cfg.search_space, model.config)
-    sampler = instantiate(cfg.sampler, space=space, model=model)
-    module = SuperNetModule(
-        model, strategy, sampler, **cast(dict[str, Any], OmegaConf.to_container(cfg.optim, resolve=True))
-    )
-    datamodule.bind(tokenizer)
-    max_steps = training_steps(cfg, datamodule, module.accumulate)
-
+    logger = instantiate(cfg.logger) if cfg.logger else False
     checkpoints = ModelCheckpoint(
         dirpath=output_dir / "checkpoints",
         every_n_train_steps=cfg.checkpoint_every_n_steps,
@@ -101,23 +121,41 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         filename="step={step}",
         auto_insert_metric_name=False,
     )
-    logger = instantiate(cfg.logger) if cfg.logger else False
-    trainer = instantiate(
-        cfg.trainer, max_steps=max_steps, callbacks=[checkpoints], logger=logger, default_root_dir=str(output_dir)
-    )
+    # The epochs-based length is set once the data is bound; the trainer tells how many processes share it.
+    trainer = instantiate(cfg.trainer, callbacks=[checkpoints], logger=logger, default_root_dir=str(output_dir))
+    accumulate = accumulation_steps(cfg.optim, int(cfg.data.batch_size), trainer.world_size)
+
+    model, tokenizer = instantiate(cfg.model, **training_placement(trainer))
+    if calibration is not None:
+        reorder_before_training(model, tokenizer, calibration, output_dir / REORDERED_DIR, cfg.get("dimensions"))
+    model = instantiate(cfg.finetune, model=model)
+    space = SearchSpace.from_config(cfg.search_space, model.config)
+    sampler = instantiate(cfg.sampler, space=space, model=model)
+    optim = cast(dict[str, Any], OmegaConf.to_container(cfg.optim, resolve=True))
+    optim.pop("global_batch_size", None)
+    module = SuperNetModule(model, strategy, sampler, **{**optim, "accumulate": accumulate})
+    datamodule.bind(tokenizer)
+    max_steps = training_steps(cfg, datamodule, accumulate, trainer.world_size)
+    trainer.fit_loop.epoch_loop.max_steps = max_steps  # what trainer.max_steps reads
     log.info(
-        "Training %s with %s, %s on %s for %d steps",
+        "Training %s with %s, %s on %s for %d steps of %d x %d micro-batch(es) x %d process(es)",
         type(model).__name__,
         type(strategy).__name__,
         type(sampler).__name__,
         space.name,
         max_steps,
+        accumulate,
+        cfg.data.batch_size,
+        trainer.world_size,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     summary: dict[str, Any] = {
         "steps": trainer.global_step,
         "resumed_from": ckpt_path,
+        "processes": trainer.world_size,
+        "accumulate": accumulate,
+        "global_batch_size": accumulate * int(cfg.data.batch_size) * trainer.world_size,
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
     }
     if cfg.save_supernet and trainer.is_global_zero:

@@ -158,9 +158,12 @@ OFFLINE_CPU = ["trainer=default", "trainer.max_steps=2", "data.source=auto", "lo
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiments_compose(experiment):
-    if experiment == "llama_nas_finetune":
+    if experiment == "llama_nas_finetune":  # LLaMA-NAS 3.1
         cfg = compose_train(["experiments=llama_nas_finetune"])
         assert cfg.name == experiment and cfg.strategy._target_.endswith("AlternatingStrategy")
+        assert cfg.model.name_or_path == "meta-llama/Llama-2-7b-hf" and cfg.data.source == "hub"
+        assert (cfg.epochs, cfg.optim.lr, cfg.optim.global_batch_size) == (6, 1e-5, 128)
+        assert cfg.finetune._target_.endswith("full_finetuning")
         return
     cfg = compose_pipeline([f"experiments={experiment}"])
     assert cfg.name == experiment or experiment.endswith("_base")

@@ -41,7 +41,7 @@ def test_llama_nas_experiment_runs_on_a_tiny_model(tmp_path):
             "experiments=llama_nas_finetune",
             *TINY,
             "trainer.max_steps=4",  # stops the experiment's 6 epochs after 4 steps
-            "optim.accumulate=2",
+            "optim.global_batch_size=4",  # the paper's 128, shrunk: 2 per batch x 1 process x 2 accumulated
             "trainer.val_check_interval=4",
             "trainer.limit_val_batches=1",
         ],
@@ -50,6 +50,7 @@ def test_llama_nas_experiment_runs_on_a_tiny_model(tmp_path):
     assert cfg.strategy._target_.endswith("AlternatingStrategy") and cfg.optim.lr == 1e-5
     summary = run_training(cfg, tmp_path)
     assert summary["steps"] == 4
+    assert (summary["accumulate"], summary["global_batch_size"], summary["processes"]) == (2, 4, 1)
     assert {"train/loss/full", "val/loss_largest", "val/loss_smallest"} <= set(summary["metrics"])
     assert json.loads((tmp_path / "supernet" / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
     assert not (tmp_path / "reordered").exists()  # reorder=false and the uniform sampler: no reorder step

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -80,34 +79,3 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
     assert not torch.equal(
         fresh.state_dict()["model.layers.0.mlp.up_proj.weight"], straight["model.layers.0.mlp.up_proj.weight"]
     )
-
-
-@pytest.mark.slow
-def test_ddp_on_two_cpu_processes(tmp_path):
-    run = tmp_path / "ddp"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nas.train",
-            "model=tiny_llama",
-            "trainer=ddp",
-            "trainer.max_steps=4",
-            "strategy=alternating",
-            "data.limit=60",
-            "data.val_size=8",
-            "data.max_length=512",
-            "logger=none",
-            f"hydra.run.dir={run}",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    finish(process)
-    assert (run / "train_ddp_process_1.log").exists()  # a second process took part
-    assert json.loads((run / "training.json").read_text())["steps"] == 4
-    weights = load_file(run / "supernet" / "model.safetensors")
-    assert all(torch.isfinite(w).all() for w in weights.values())

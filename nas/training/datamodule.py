@@ -104,10 +104,12 @@ class InstructionDataModule(L.LightningDataModule):
                 f"No training example keeps a response token within data.max_length={self.max_length}; raise it."
             )
 
-    def steps_for_epochs(self, epochs: float, accumulate: int) -> int:
-        """Optimizer steps that `epochs` passes over the training split take."""
+    def steps_for_epochs(self, epochs: float, accumulate: int, world_size: int = 1) -> int:
+        """Optimizer steps that `epochs` passes over the training split take when `world_size`
+        processes each train `accumulate` micro-batches per step (they share each epoch's batches)."""
         self.setup()
-        return max(1, math.ceil(epochs * (len(self.train_examples) // self.batch_size) / accumulate))
+        batches = len(self.train_examples) // self.batch_size
+        return max(1, math.ceil(epochs * batches / (accumulate * world_size)))
 
     def _collate(self):
         assert self.tokenizer is not None

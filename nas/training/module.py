@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torch.distributed.fsdp import FullyShardedDataParallel
 
 from nas.errors import NASError
 from nas.training.samplers import SubNetworkSampler
@@ -95,8 +96,7 @@ class SuperNetModule(L.LightningModule):
         if self._micro_batch % self.accumulate:
             return
         if self.grad_clip > 0:
-            # LightningOptimizer wraps the torch optimizer; Lightning accepts it here.
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")  # type: ignore[arg-type]
+            self._clip_gradients(optimizer)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         self.lr_schedulers().step()  # type: ignore[union-attr]
@@ -122,6 +122,17 @@ class SuperNetModule(L.LightningModule):
             self.manual_backward(loss)
 
         return backward
+
+    def _clip_gradients(self, optimizer: Any) -> None:
+        """Clip the global gradient norm to `grad_clip`, also when FSDP shards the gradients."""
+        root = self.trainer.strategy.model
+        if isinstance(root, FullyShardedDataParallel):
+            # Each rank holds a shard: only the root FSDP module can compute the global norm
+            # (Lightning's clip_gradients refuses FSDP for that reason).
+            root.clip_grad_norm_(self.grad_clip)
+        else:
+            # LightningOptimizer wraps the torch optimizer; Lightning accepts it here.
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
 
     # --- validation ----------------------------------------------------------------------------
 
