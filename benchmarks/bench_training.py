@@ -1,6 +1,6 @@
 """Training benchmark: time per optimizer step of each strategy, and our Lightning loop vs plain PyTorch.
 
-Run: `.venv/bin/python benchmarks/bench_training.py [--model smollm2_135m] [--rounds 3]`
+Run: `.venv/bin/python benchmarks/bench_training.py [--model smollm2_135m] [--rounds 5]`
 
 Candidates are timed side by side in one process, interleaved in rounds (A, B, C, A, B, C, ...);
 medians over rounds; the load average is printed before and after (on 2 cores one busy neighbour
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
