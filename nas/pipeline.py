@@ -38,7 +38,21 @@ STAGES = ("reorder", "train", "search", "quantize", "analyze", "export")
 # The config keys each stage depends on (besides the stages before it).
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "reorder": ("model", "calibration", "dimensions"),
-    "train": ("model", "search_space", "strategy", "sampler", "data", "optim", "finetune", "trainer", "epochs", "seed"),
+    # `reorder` and `calibration`: training reorders by itself with reorder=true or an importance_* sampler.
+    "train": (
+        "model",
+        "search_space",
+        "strategy",
+        "sampler",
+        "data",
+        "optim",
+        "finetune",
+        "trainer",
+        "epochs",
+        "seed",
+        "reorder",
+        "calibration",
+    ),
     "search": ("model", "search_space", "search", "objectives", "evaluator", "perplexity", "speed"),
     "quantize": ("quantization", "pareto_speed"),
     "analyze": ("analysis",),

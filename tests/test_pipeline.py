@@ -132,10 +132,11 @@ def test_a_failed_stage_keeps_earlier_outputs_and_the_rerun_continues_there(tmp_
     assert (tmp_path / "run" / "analyze" / "report.md").is_file()
 
 
-def test_changed_settings_of_a_finished_stage_are_refused(finished):
+@pytest.mark.parametrize(("change", "key"), [("trainer.max_steps=3", "trainer"), ("reorder=true", "reorder")])
+def test_changed_settings_of_a_finished_stage_are_refused(finished, change, key):
     tmp, overrides, _ = finished
-    with pytest.raises(NASError, match=r"other settings \(changed: .*trainer"):
-        run_pipeline(compose_pipeline([*overrides, "trainer.max_steps=3"]), tmp / "run")
+    with pytest.raises(NASError, match=rf"other settings \(changed: .*{key}"):
+        run_pipeline(compose_pipeline([*overrides, change]), tmp / "run")
 
 
 def test_bad_input_fails_before_any_stage(tmp_path):
