@@ -100,13 +100,22 @@ def reorder_model(
     return reordered, permutations
 
 
-def run_reorder(cfg: DictConfig, output_dir: str | Path) -> Path:
-    """Score, reorder and save `cfg.model` on `cfg.calibration`; returns the folder written."""
-    dimensions = _dimensions(cfg.get("dimensions"))
-    calibration: CalibrationSet = instantiate(cfg.calibration)  # a missing text file fails before the model loads
-    model, tokenizer = instantiate(cfg.model)
+def reorder_and_save(
+    model: Any,
+    tokenizer: Any,
+    calibration: CalibrationSet,
+    folder: str | Path,
+    dimensions: Any = None,
+    progress: bool = True,
+    save: bool = True,
+) -> Path:
+    """Score and reorder `model` in place on `calibration`, then (when `save`) write it, its tokenizer and
+    `importance.json` to `folder`; returns the folder. `save=False` lets one of several processes write."""
+    dimensions = _dimensions(dimensions)
     start = time.perf_counter()
-    reordered, permutations = reorder_model(model, tokenizer, calibration, dimensions, bool(cfg.get("progress", True)))
+    reordered, permutations = reorder_model(model, tokenizer, calibration, dimensions, progress)
+    if not save:
+        return Path(folder)
     metadata = {
         "dimensions": dimensions,
         "calibration": {
@@ -118,10 +127,18 @@ def run_reorder(cfg: DictConfig, output_dir: str | Path) -> Path:
         },
         "seconds": round(time.perf_counter() - start, 3),
     }
+    saved = save_reordered(model, tokenizer, Path(folder), reordered, permutations, metadata)
+    log.info("Saved the reordered model to %s (load it with model=pretrained model.name_or_path=%s)", saved, saved)
+    return saved
+
+
+def run_reorder(cfg: DictConfig, output_dir: str | Path) -> Path:
+    """Score, reorder and save `cfg.model` on `cfg.calibration`; returns the folder written."""
+    dimensions = _dimensions(cfg.get("dimensions"))
+    calibration: CalibrationSet = instantiate(cfg.calibration)  # a missing text file fails before the model loads
+    model, tokenizer = instantiate(cfg.model)
     out = Path(cfg.out_dir) if cfg.get("out_dir") else Path(output_dir) / "reordered"
-    folder = save_reordered(model, tokenizer, out, reordered, permutations, metadata)
-    log.info("Saved the reordered model to %s (load it with model=pretrained model.name_or_path=%s)", folder, folder)
-    return folder
+    return reorder_and_save(model, tokenizer, calibration, out, dimensions, bool(cfg.get("progress", True)))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="reorder")

@@ -26,7 +26,7 @@ from nas.cli import CONFIG_DIR, exit_on_nas_error
 from nas.data.calibration import CalibrationSet
 from nas.errors import NASError
 from nas.instantiate import instantiate
-from nas.reorder import reorder_model, save_reordered
+from nas.reorder import reorder_and_save
 from nas.supernet.search_space import SearchSpace
 from nas.training.checkpoints import resolve_ckpt_path
 from nas.training.lora import has_lora, merge_lora
@@ -61,13 +61,8 @@ def reorder_before_training(
     if getattr(model.config, "nas_layer_order", None):
         log.info("The model is reordered already (config.nas_layer_order); training it as it is.")
         return
-    scores, permutations = reorder_model(model, tokenizer, calibration, dimensions)
-    if getattr(rank_zero_only, "rank", 0) == 0:  # one writer when several processes train
-        metadata = {"calibration": {"name": calibration.name, "file": str(calibration.path)}}
-        save_reordered(model, tokenizer, folder, scores, permutations, metadata)
-        log.info(
-            "Saved the reordered model to %s (reuse it with model=pretrained model.name_or_path=%s)", folder, folder
-        )
+    # One writer when several processes train.
+    reorder_and_save(model, tokenizer, calibration, folder, dimensions, save=getattr(rank_zero_only, "rank", 0) == 0)
 
 
 def accumulation_steps(optim: DictConfig, batch_size: int, world_size: int) -> int:

@@ -55,6 +55,15 @@ def load_in_clean_process(folder: Path, ids: torch.Tensor, tmp_path: Path) -> di
     return torch.load(tmp_path / "out.pt")
 
 
+def live_and_exported(model, tokenizer, sub: SubNetwork, ids: torch.Tensor, tmp_path: Path):
+    """The live sub-network's logits and greedy continuation, and its export loaded in a clean process."""
+    with torch.no_grad(), model.sub_network(sub):
+        live_logits = model(ids).logits
+        live_generated = model.generate(ids, max_new_tokens=5, do_sample=False)
+    loaded = load_in_clean_process(export_sub_network(model, sub, tmp_path / "e", tokenizer=tokenizer), ids, tmp_path)
+    return live_logits, live_generated, loaded
+
+
 @pytest.mark.parametrize(("sub", "expected_class"), [(UNIFORM, "LlamaForCausalLM"), (HETERO, "NasLlamaForCausalLM")])
 def test_export_equals_live_sub_network(tiny, tiny_inputs, tmp_path, sub, expected_class):
     model, tokenizer = tiny
@@ -154,10 +163,7 @@ def tiny_family(request):
 def test_qwen2_and_mistral_export_equals_live_sub_network(tiny_family, tmp_path, sub):
     model, tokenizer = tiny_family
     ids = tokenizer(["Windows, biases and dropped layers."], return_tensors="pt").input_ids
-    with torch.no_grad(), model.sub_network(sub):
-        live_logits = model(ids).logits
-        live_generated = model.generate(ids, max_new_tokens=5, do_sample=False)
-    loaded = load_in_clean_process(export_sub_network(model, sub, tmp_path / "e", tokenizer=tokenizer), ids, tmp_path)
+    live_logits, live_generated, loaded = live_and_exported(model, tokenizer, sub, ids, tmp_path)
 
     base = {"qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}[model.config.model_type]
     assert loaded["class"] == (base if sub.is_uniform else f"Nas{base}")
@@ -186,10 +192,7 @@ SMOLLM2_UNIFORM = SubNetwork(tuple(range(24)), (768,) * 24, (6,) * 24, 576)
 def test_smollm2_export_equals_live_sub_network(smollm2, tmp_path, sub, expected_class):
     model, tokenizer = smollm2
     ids = tokenizer(["The capital of France is Paris. The capital of Italy is"], return_tensors="pt").input_ids
-    with torch.no_grad(), model.sub_network(sub):
-        live_logits = model(ids).logits
-        live_generated = model.generate(ids, max_new_tokens=5, do_sample=False)
-    loaded = load_in_clean_process(export_sub_network(model, sub, tmp_path / "e", tokenizer=tokenizer), ids, tmp_path)
+    live_logits, live_generated, loaded = live_and_exported(model, tokenizer, sub, ids, tmp_path)
     assert loaded["class"] == expected_class
     assert (loaded["logits"] - live_logits).abs().max().item() <= 1e-4
     assert torch.equal(loaded["generated"], live_generated)

@@ -9,21 +9,21 @@ from nas import ModelShape, SubNetwork, sub_network_cost
 from nas.supernet.elastic_model import make_elastic
 from nas.supernet.metrics import flops_per_token
 
+# A small GQA config (6 query heads in 2 KV groups) that every family builds the same way.
+SMALL = dict(
+    num_hidden_layers=3,
+    hidden_size=48,
+    intermediate_size=80,
+    num_attention_heads=6,
+    num_key_value_heads=2,
+    vocab_size=100,
+)
+
 
 @pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("bias", [False, True])
 def test_full_param_count_equals_hugging_face(tied, bias):
-    config = LlamaConfig(
-        num_hidden_layers=3,
-        hidden_size=48,
-        intermediate_size=80,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        vocab_size=100,
-        tie_word_embeddings=tied,
-        attention_bias=bias,
-        mlp_bias=bias,
-    )
+    config = LlamaConfig(**SMALL, tie_word_embeddings=tied, attention_bias=bias, mlp_bias=bias)
     shape = ModelShape.from_config(config)
     cost = sub_network_cost(shape, SubNetwork.full(shape))
     assert cost.params == LlamaForCausalLM(config).num_parameters()
@@ -35,15 +35,7 @@ def test_full_param_count_equals_hugging_face(tied, bias):
 )
 def test_full_param_count_equals_hugging_face_for_qwen2_and_mistral(config_class, model_class):
     # Qwen2 has biases on q, k and v (not o) with no config flag saying so; Mistral has none.
-    config = config_class(
-        num_hidden_layers=3,
-        hidden_size=48,
-        intermediate_size=80,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        vocab_size=100,
-        tie_word_embeddings=False,
-    )
+    config = config_class(**SMALL, tie_word_embeddings=False)
     shape = ModelShape.from_config(config)
     model = model_class(config)
     assert sub_network_cost(shape, SubNetwork.full(shape)).params == model.num_parameters()

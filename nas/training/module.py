@@ -22,6 +22,13 @@ class NonFiniteLossError(NASError, FloatingPointError):
     """A NaN or infinite training loss."""
 
 
+def _non_finite(what: str, value: torch.Tensor, step: int) -> NonFiniteLossError:
+    return NonFiniteLossError(
+        f"{what} is {value.item()} at optimizer step {step}; training stopped. The last good checkpoint is kept: "
+        "lower optim.lr, enable optim.grad_clip, or check the data, then resume with ckpt_path=last."
+    )
+
+
 class SuperNetModule(L.LightningModule):
     """Trains an elastic model with a strategy and a sub-network sampler.
 
@@ -87,10 +94,7 @@ class SuperNetModule(L.LightningModule):
         )
         for name, value in losses.items():
             if not torch.isfinite(value):
-                raise NonFiniteLossError(
-                    f"{name} is {value.item()} at optimizer step {step}; training stopped. The last good checkpoint is "
-                    "kept: lower optim.lr, enable optim.grad_clip, or check the data, then resume with ckpt_path=last."
-                )
+                raise _non_finite(name, value, step)
         self._step_tokens += int(batch["attention_mask"].sum())
         self._micro_batch += 1
         if self._micro_batch % self.accumulate:
@@ -114,11 +118,7 @@ class SuperNetModule(L.LightningModule):
             if not torch.isfinite(loss.detach()).all():
                 sub = self.model.active_sub_network
                 which = "the full network" if sub is None else f"sub-network {sub}"
-                raise NonFiniteLossError(
-                    f"The training loss of {which} is {loss.item()} at optimizer step {step}; training stopped. "
-                    "The last good checkpoint is kept: lower optim.lr, enable optim.grad_clip, or check the data, "
-                    "then resume with ckpt_path=last."
-                )
+                raise _non_finite(f"The training loss of {which}", loss, step)
             self.manual_backward(loss)
 
         return backward
