@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch; CUDA users install their own torch first, then `make install`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install quickstart test test-fast lint bench bench-eval clean
+.PHONY: install system-deps quickstart test test-fast lint bench bench-eval clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,11 @@ install: $(STAMP)
 quickstart: $(STAMP)
 	$(PY) -m nas.pipeline experiments=quickstart
 
-test: $(STAMP)
+# PostgreSQL and strace for the tests that need a real server or watch for network calls.
+system-deps:
+	@bash .ci/system_packages.sh
+
+test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)

@@ -29,8 +29,10 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 
+from nas.search.context import prepare
 from nas.search.outputs import hypervolume_rows
-from nas.search.runner import evaluate_reference, prepare, run_worker
+from nas.search.runner import evaluate_reference
+from nas.search.worker import run_worker
 from nas.supernet.subnetwork import SubNetwork
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")

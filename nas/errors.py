@@ -29,3 +29,11 @@ class DataNotFoundError(NASError, FileNotFoundError):
 
 class SearchConfigError(NASError, ValueError):
     """A search configuration (objectives, budget, storage, study) that cannot run as given."""
+
+
+class OutputWriteError(NASError, OSError):
+    """An output that could not be written (full disk, read-only folder); earlier outputs are intact."""
+
+
+class OutputFolderError(NASError, FileExistsError):
+    """An output folder that holds files this project did not write (they are never deleted)."""

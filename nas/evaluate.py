@@ -11,9 +11,7 @@ table and writes `results.json` under the run directory (`multirun_outputs/<name
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -28,6 +26,8 @@ from nas.cli import exit_on_nas_error
 from nas.evaluation.encoding import max_length
 from nas.evaluation.registry import build_tasks
 from nas.evaluation.speed import measure_exported
+from nas.evaluation.task import Selection
+from nas.io.atomic import write_json
 from nas.supernet.metrics import sub_network_cost
 from nas.supernet.search_space import SearchSpace
 from nas.supernet.selection import check_spec, select_sub_network
@@ -45,18 +45,11 @@ TABLE = (
 )
 
 
-def write_json_atomic(data: Any, path: Path) -> Path:
-    """Write JSON through a temporary file, so a crash never leaves half a results file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
 def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """The whole job; returns what it writes to `output_dir/results.json`."""
     # Cheap checks first, so a typo fails before the model loads.
     spec = check_spec(cfg.subnet)
+    Selection(cfg.evaluator.get("limit"), cfg.evaluator.get("limit_mode", "first"), cfg.evaluator.get("seed", 0))
     tasks = build_tasks(cfg.task)
     for task in tasks:  # missing or malformed data fails here, before the model loads
         task.prefetch(cfg.evaluator.data_dir)
@@ -106,7 +99,7 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     }
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = write_json_atomic(output, output_dir / "results.json")
+    path = write_json(output, output_dir / "results.json")
     log.info("Results in %s", path)
     return output
 

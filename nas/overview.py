@@ -16,12 +16,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from nas.analysis.tables import Column, format_table, write_csv, write_json
+from nas.analysis.tables import Column, format_table
 from nas.cli import CONFIG_DIR, exit_on_nas_error
 from nas.errors import NASError
 from nas.evaluation.scoring import cost_row, score_sub_networks
 from nas.export.standalone import export_sub_network
 from nas.instantiate import instantiate
+from nas.io.atomic import write_csv, write_json
 from nas.supernet.search_space import SearchSpace
 from nas.supernet.selection import check_spec, select_sub_network
 from nas.supernet.subnetwork import SubNetwork

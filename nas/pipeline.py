@@ -14,8 +14,6 @@ finished stage with changed settings (use another `name`, or delete that stage's
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,11 +24,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nas.analysis.tables import write_json
 from nas.cli import CONFIG_DIR, exit_on_nas_error
 from nas.errors import NASError
 from nas.instantiate import instantiate
-from nas.search.runner import check_search_config
+from nas.io.atomic import read_json, write_json
+from nas.io.fingerprints import changed_settings, fingerprint, plain
+from nas.io.locks import RunDirLock
+from nas.search.context import check_search_config
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +73,20 @@ class StageRecord:
     def __init__(self, folder: Path, settings: dict[str, Any]) -> None:
         self.folder = folder
         self.path = folder / "stage.json"
-        self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
-        self.fingerprint = hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:16]
+        self.settings = plain(settings)
+        self.fingerprint = fingerprint(self.settings)
 
     def finished(self) -> dict[str, Any] | None:
         """The recorded result when the stage finished with these settings; None when it has not run."""
         if not self.path.is_file():
             return None
-        stored = json.loads(self.path.read_text())
+        stored = read_json(
+            self.path, "stage record", f"delete {self.folder} to redo that stage (and the ones after it)"
+        )
         if stored.get("fingerprint") != self.fingerprint:
-            changed = sorted(
-                k
-                for k in set(stored.get("settings", {})) | set(self.settings)
-                if stored.get("settings", {}).get(k) != self.settings.get(k)
-            )
+            changed = changed_settings(stored.get("settings", {}), self.settings)
             raise NASError(
-                f"{self.folder} was produced with other settings (changed: {', '.join(changed) or 'upstream stages'}). "
+                f"{self.folder} was produced with other settings (changed: {'; '.join(changed) or 'upstream stages'}). "
                 f"Run with another name=..., or delete {self.folder} to redo that stage and the ones after it."
             )
         return cast(dict[str, Any], stored["result"])
@@ -229,8 +227,8 @@ def run_pipeline(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """The whole job; returns what it writes to `<output_dir>/pipeline.json`."""
     output_dir = Path(output_dir)
     check_pipeline_config(cfg)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    summary = Pipeline(cfg, output_dir).run()
+    with RunDirLock(output_dir, "pipeline"):  # a second pipeline on this folder fails, naming this one
+        summary = Pipeline(cfg, output_dir).run()
     log.info(
         "Pipeline finished: %s. Report: %s",
         ", ".join(f"{k} {v:.0f} s" for k, v in summary["seconds"].items()),

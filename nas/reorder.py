@@ -7,7 +7,6 @@ weights so the most important come first, and saves it as a model folder (weight
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from nas.cli import exit_on_nas_error
 from nas.data.calibration import CalibrationSet
 from nas.errors import NASError
 from nas.instantiate import instantiate
+from nas.io.atomic import write_json
 from nas.supernet.importance import ImportanceScores, compute_importance
 from nas.supernet.reorder import Permutations, reorder_by_importance
 
@@ -69,7 +69,7 @@ def save_reordered(
         "source_indices": permutations.to_dict(),
         **(metadata or {}),
     }
-    (out / IMPORTANCE_FILE).write_text(json.dumps(record) + "\n")
+    write_json(record, out / IMPORTANCE_FILE)
     return out
 
 

@@ -2,7 +2,7 @@
 
 Stage one of both papers: each step trains the full network and/or sampled sub-networks (the
 `strategy`), drawn by a `sampler` from the `search_space`, on instruction data. Checkpoints go to
-`<run dir>/checkpoints` (`ckpt_path=last` resumes the newest one of this run name); the trained
+`<run dir>/checkpoints` (`ckpt_path=last` resumes the newest one of this run name with the same settings); the trained
 super-network is saved as a Hugging Face folder, `<run dir>/supernet`, for search and export. With
 `reorder=true` (or an `importance_*` sampler) the model is first reordered by importance on the
 calibration set and saved to `<run dir>/reordered`.
@@ -10,7 +10,6 @@ calibration set and saved to `<run dir>/reordered`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, cast
@@ -26,9 +25,10 @@ from nas.cli import CONFIG_DIR, exit_on_nas_error
 from nas.data.calibration import CalibrationSet
 from nas.errors import NASError
 from nas.instantiate import instantiate
+from nas.io.atomic import write_json
 from nas.reorder import reorder_and_save
 from nas.supernet.search_space import SearchSpace
-from nas.training.checkpoints import resolve_ckpt_path
+from nas.training.checkpoints import record_run, resolve_ckpt_path, run_identity
 from nas.training.lora import has_lora, merge_lora
 from nas.training.module import SuperNetModule
 
@@ -103,7 +103,8 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     strategy = instantiate(cfg.strategy)
     datamodule = instantiate(cfg.data)
     datamodule.check_records()
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    identity = run_identity(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir, identity)
     reorder = bool(cfg.get("reorder")) or bool(cfg.sampler.get("requires_reordering"))
     calibration = instantiate(cfg.calibration) if reorder else None  # a missing text file fails now
 
@@ -143,6 +144,8 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         cfg.data.batch_size,
         trainer.world_size,
     )
+    if trainer.is_global_zero:
+        record_run(output_dir, identity)  # which settings the checkpoints below belong to
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
     summary: dict[str, Any] = {
@@ -161,7 +164,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         tokenizer.save_pretrained(output_dir / "supernet")
         summary["supernet"] = str(output_dir / "supernet")
     if trainer.is_global_zero:
-        (output_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(summary, output_dir / "training.json")
     log.info("Done: %s", summary)
     return summary
 

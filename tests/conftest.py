@@ -39,3 +39,16 @@ def tiny_inputs(tiny):
     _, tokenizer = tiny
     texts = ["The quick brown fox jumps over the lazy dog.", "Sub-networks share weights!"]
     return tokenizer(texts, return_tensors="pt", padding=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for the session (tests/postgres.py); stopped and removed at the end."""
+    import shutil
+
+    from postgres import start_postgres
+
+    server = start_postgres()
+    yield server
+    server.stop()
+    shutil.rmtree(server.folder, ignore_errors=True)

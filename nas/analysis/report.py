@@ -21,7 +21,7 @@ from nas.analysis.options import AnalysisOptions
 from nas.analysis.progress import hypervolume_rows
 from nas.analysis.run import RunData, load_run
 from nas.analysis.sections import architecture_section, overview, pareto_section, progress_section, selection_section
-from nas.analysis.tables import write_csv, write_json
+from nas.io.atomic import write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, **option
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / REPORT_SUBDIR
     out.mkdir(parents=True, exist_ok=True)
     doc, data = build_document(run, out, opts)
-    (out / "report.md").write_text(to_markdown(doc, out))
-    (out / "report.html").write_text(to_html(doc))
+    write_text(to_markdown(doc, out), out / "report.md")
+    write_text(to_html(doc), out / "report.html")
     selected = [{"pair": pair} | r for pair, rows in data["selected"].items() for r in rows]
     write_csv(selected, out / "selected.csv")
     write_csv(data["pareto"]["pareto_set"], out / "pareto_set.csv")

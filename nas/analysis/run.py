@@ -27,7 +27,10 @@ from nas.analysis.quantized import (
 from nas.analysis.units import objective_from_dict
 from nas.errors import NASError
 from nas.search.objectives import Objective
+from nas.search.outputs import ROUNDS_ATTR
 from nas.search.pareto import losses, pareto_mask
+from nas.search.study import REFERENCE_ATTR, SIGNATURE_ATTR
+from nas.search.trials import evaluations, non_finite_evaluations, trial_values
 from nas.supernet.subnetwork import SubNetwork
 
 log = logging.getLogger(__name__)
@@ -188,6 +191,11 @@ def _subnetwork(key: Any) -> SubNetwork | None:
         return None
 
 
+def _describe(key: Any) -> str:
+    sub = _subnetwork(key)
+    return sub.describe() if sub is not None else "unknown sub-network"
+
+
 def _speed_file(search_dir: Path, run_dir: Path, quantized_path: Path | None) -> Path | None:
     """The pipeline's speed.json: beside quantized.json, or in the run's quantize/ folder."""
     folders = ([quantized_path.parent] if quantized_path else []) + [run_dir / "quantize", search_dir]
@@ -202,9 +210,6 @@ def load_run(
 ) -> RunData:
     """Read a finished search (see the module's docstring); raises `RunDirError` saying what is expected."""
     from optuna.trial import TrialState
-
-    from nas.search.outputs import ROUNDS_ATTR, evaluations
-    from nas.search.study import REFERENCE_ATTR, SIGNATURE_ATTR
 
     run_dir = Path(run_dir)
     search_dir = find_search_dir(run_dir)
@@ -257,6 +262,19 @@ def load_run(
             details_of.get(number, {}).setdefault(key, value)  # a value the search measured stays
     if not run.reference:
         run.notes.append("The study has no reference (unmodified model) values; relative figures are left out.")
+    broken = non_finite_evaluations(study)
+    if broken:
+        names = [o.name for o in objectives]
+        shown = "; ".join(
+            f"trial {t.number} ({_describe(t.user_attrs.get('subnet_key'))}): "
+            + ", ".join(f"{k}={v}" for k, v in trial_values(t, names).items())
+            for t in broken[:10]
+        )
+        more = f" and {len(broken) - 10} more" if len(broken) > 10 else ""
+        run.notes.append(
+            f"{len(broken)} evaluated sub-network(s) gave NaN or infinite values and are left off every front and "
+            f"table: {shown}{more}."
+        )
     if TrialState.RUNNING.name in run.trial_states:
         run.notes.append(f"{run.trial_states['RUNNING']} trials are still RUNNING: the search may be unfinished.")
     run.notes.extend(run.quantized.notes)

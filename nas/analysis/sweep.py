@@ -25,8 +25,9 @@ from omegaconf import DictConfig
 
 from nas.analysis import figures
 from nas.analysis.pareto_plots import front_2d, pairs, staircase
-from nas.analysis.tables import Column, format_table, write_csv
+from nas.analysis.tables import Column, format_table
 from nas.analysis.units import label, objective_from_dict, scale
+from nas.io.atomic import write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ def write_sweep_summary(sweep_dir: str | Path) -> list[dict[str, Any]]:
     figure = plot_sweep(rows, sweep_dir / FIGURE)
     if figure is not None:
         lines += [f"![fronts and hypervolume of the jobs]({FIGURE})", ""]
-    (sweep_dir / "sweep_summary.md").write_text("\n".join(lines))
+    write_text("\n".join(lines), sweep_dir / "sweep_summary.md")
     log.info("Sweep summary (%s):\n%s", sweep_dir / "sweep_summary.md", table)
     return rows
 
@@ -225,7 +226,7 @@ class SweepSummary(Callback):
         status = {"status": "failed" if failed else "completed", "error": _error_text(job_return) if failed else None}
         job_dir = Path(config.hydra.runtime.output_dir)
         job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
+        write_json(status, job_dir / STATUS_FILE)
         write_sweep_summary(config.hydra.sweep.dir)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -1,12 +1,9 @@
-"""Result rows (one mapping per sub-network) as an aligned text table, a CSV file and a JSON file."""
+"""Result rows (one mapping per sub-network) as an aligned text table (files: `nas.io.atomic`)."""
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 
@@ -37,24 +34,3 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -
 
     header = line([c.header for c in columns])
     return "\n".join([header, "-" * len(header), *(line(r) for r in cells)])
-
-
-def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """One CSV line per row; columns in first-seen key order; nested values written as JSON."""
-    fields: list[str] = []
-    for row in rows:
-        fields.extend(k for k in row if k not in fields)
-    path = Path(path)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: json.dumps(v) if isinstance(v, dict | list | tuple) else v for k, v in row.items()})
-    return path
-
-
-def write_json(data: Any, path: str | Path) -> Path:
-    """`data` as indented JSON."""
-    path = Path(path)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path

@@ -32,7 +32,9 @@ class Selection:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+        if self.limit is not None and (
+            isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1
+        ):
             raise NASError(f"limit={self.limit!r}: use a positive whole number of items, or null for all.")
         if self.mode not in LIMIT_MODES:
             raise NASError(f"limit_mode={self.mode!r}: use one of {list(LIMIT_MODES)}.")

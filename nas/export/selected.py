@@ -16,13 +16,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nas.analysis.tables import write_json
 from nas.export.standalone import export_sub_network
+from nas.io.atomic import write_json
 from nas.models.placement import torch_dtype
 from nas.quantization.config import QuantizationConfig
 from nas.quantization.quantize import quantize_sub_network, save_quantized
-from nas.search.outputs import evaluations, pareto_front
-from nas.search.runner import prepare
+from nas.search.context import prepare
+from nas.search.outputs import pareto_front
+from nas.search.trials import evaluations
 from nas.supernet.subnetwork import SubNetwork
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,17 @@ def export_selected(cfg: DictConfig, run_dir: Path, out_dir: Path) -> dict[str, 
         sub = SubNetwork.from_json(trial.user_attrs["subnet_key"])
         values = {o.name: v for o, v in zip(ctx.objectives, trial.values)}
         metadata = {"trial": number, "selected_as": reasons, "values": values}
-        folder = export_sub_network(ctx.model, sub, out_dir / f"trial_{number}", ctx.tokenizer, dtype, metadata)
+        # The stage folder is ours: an export left by an interrupted run of this stage is replaced.
+        folder = export_sub_network(
+            ctx.model, sub, out_dir / f"trial_{number}", ctx.tokenizer, dtype, metadata, overwrite=True
+        )
         entry: dict[str, Any] = {"trial": number, "selected_as": reasons, "folder": str(folder), "values": values}
         if cfg.export.quantized and qcfg.enabled:
             work = out_dir / f"trial_{number}_{qcfg.method}.work"
             quantized = quantize_sub_network(ctx.model, sub, ctx.tokenizer, qcfg, work)
             assert quantized is not None
-            entry["quantized_folder"] = str(save_quantized(quantized, out_dir / f"trial_{number}_{qcfg.method}"))
+            saved = save_quantized(quantized, out_dir / f"trial_{number}_{qcfg.method}", overwrite=True)
+            entry["quantized_folder"] = str(saved)
             del quantized
             shutil.rmtree(work, ignore_errors=True)
         manifest.append(entry)

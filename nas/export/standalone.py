@@ -8,7 +8,6 @@ trust_remote_code=True)` loads them without this project installed.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -28,9 +27,11 @@ from transformers import (
 
 from nas.errors import UnsupportedModelError
 from nas.export.remote_code.configuration_nas_llama import NasLlamaConfig, NasMistralConfig, NasQwen2Config
+from nas.io.atomic import write_json
+from nas.io.folders import check_output_folder, publish_folder
 from nas.supernet.elastic_model import ELASTIC_CLASSES, shape_of
 from nas.supernet.slicing import layer_slices
-from nas.supernet.subnetwork import SubNetwork
+from nas.supernet.subnetwork import EXPORT_RECORD, SubNetwork
 
 log = logging.getLogger(__name__)
 
@@ -137,41 +138,53 @@ def export_sub_network(
     tokenizer: PreTrainedTokenizerBase | None = None,
     dtype: torch.dtype | None = None,
     metadata: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write `sub` as a model folder that `AutoModelForCausalLM.from_pretrained` loads.
+
+    The folder is written whole beside its target and renamed into place (`nas.io.folders`), so a
+    failed export leaves an earlier one intact; a folder holding anything else is never touched.
 
     Args:
         model: the elastic super-network (from `load_model`).
         sub: the sub-network to export; validated against the model first.
-        out_dir: the folder to create (an existing export there is replaced).
+        out_dir: the folder to create: new, empty, or (with `overwrite`) an earlier export.
         tokenizer: saved alongside when given.
         dtype: weights' dtype on disk; the model's own by default.
         metadata: extra JSON-serialisable facts stored in `subnetwork.json` (e.g. measured metrics).
+        overwrite: replace an earlier export in `out_dir` (never a folder with other files).
 
     Returns:
         The folder's path.
+
+    Raises:
+        OutputFolderError: `out_dir` holds files this project did not write, or an export and not `overwrite`.
     """
     sub.validate(shape_of(model))
+    check_output_folder(out_dir, overwrite)  # before the copies of the weights are made
     config = standalone_config(model, sub)
     weights = extract_state_dict(model, sub)
     if dtype is not None:
         weights = {k: v.to(dtype) for k, v in weights.items()}
         config.dtype = str(dtype).removeprefix("torch.")
 
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    config.save_pretrained(out)
-    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
-    if model.generation_config is not None:
-        model.generation_config.save_pretrained(out)
-    if not sub.is_uniform:
-        for name in REMOTE_CODE_FILES:
-            shutil.copy(REMOTE_CODE_DIR / name, out / name)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out)
-    record = {"sub_network": sub.to_dict(), "uniform": sub.is_uniform, **(metadata or {})}
-    (out / "subnetwork.json").write_text(json.dumps(record, indent=2) + "\n")
+    def write(folder: Path) -> None:
+        config.save_pretrained(folder)
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+        if model.generation_config is not None:
+            model.generation_config.save_pretrained(folder)
+        if not sub.is_uniform:
+            for name in REMOTE_CODE_FILES:
+                shutil.copy(REMOTE_CODE_DIR / name, folder / name)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+        write_json(export_record(sub, metadata), folder / EXPORT_RECORD)
+
+    out = publish_folder(out_dir, write, overwrite)
     log.info("Exported %s to %s", sub.describe(), out)
     return out
+
+
+def export_record(sub: SubNetwork, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What `subnetwork.json` holds: the sub-network (readable by `SubNetwork.load`) and `metadata`."""
+    return {"sub_network": sub.to_dict(), "uniform": sub.is_uniform, **(metadata or {})}

@@ -20,15 +20,16 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from nas.export.standalone import REMOTE_CODE_DIR, REMOTE_CODE_FILES, export_sub_network
+from nas.export.standalone import REMOTE_CODE_DIR, REMOTE_CODE_FILES, export_record, export_sub_network
+from nas.io.atomic import write_json
+from nas.io.folders import publish_folder
 from nas.quantization.config import QuantizationConfig, QuantizationError, check_bitsandbytes
 from nas.supernet.elastic_model import shape_of
 from nas.supernet.metrics import sub_network_cost
-from nas.supernet.subnetwork import ModelShape, SubNetwork
+from nas.supernet.subnetwork import EXPORT_RECORD, ModelShape, SubNetwork
 
 log = logging.getLogger(__name__)
 
-RECORD_FILE = "subnetwork.json"
 _NAS_LLAMA = "NasLlamaForCausalLM"
 
 
@@ -201,7 +202,7 @@ def quantize_sub_network(
         sub: the sub-network to quantize (uniform or per-layer).
         tokenizer: saved with the export and kept on the result.
         config: a `QuantizationConfig`, a method name (`"int8"`) or a mapping of its fields.
-        work_dir: where the unquantized standalone export is written (replaced if present); the
+        work_dir: where the unquantized standalone export is written (an earlier export there is replaced); the
             quantized model's unquantized modules may still map this folder's weights, so keep it
             while the result is in use.
 
@@ -217,7 +218,9 @@ def quantize_sub_network(
     device = _resolve_device(cfg.device, next(model.parameters()).device)
 
     start = time.perf_counter()
-    folder = export_sub_network(model, sub, work_dir, tokenizer=tokenizer, metadata={"quantization": cfg.to_dict()})
+    folder = export_sub_network(
+        model, sub, work_dir, tokenizer=tokenizer, metadata={"quantization": cfg.to_dict()}, overwrite=True
+    )
     export_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -248,28 +251,31 @@ def quantize_sub_network(
     return result
 
 
-def save_quantized(quantized: QuantizedModel, out_dir: str | Path) -> Path:
+def save_quantized(quantized: QuantizedModel, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write the quantized model as a folder that `AutoModelForCausalLM.from_pretrained` reloads quantized.
 
     Per-layer sub-networks also get the two modeling files of `NasLlamaForCausalLM` (load them with
     `trust_remote_code=True`, or with `load_quantized`, which imports them from this project instead).
-    `subnetwork.json` records the sub-network, the settings and the measured footprint.
+    `subnetwork.json` records the sub-network, the settings and the measured footprint. Written whole
+    and renamed into place like an export: `overwrite` replaces an earlier one, never other files.
     """
     out = Path(out_dir)
     if out.resolve() == quantized.folder.resolve():
         raise QuantizationError(
             f"save_quantized: {out} is the folder the model was loaded from; choose another out_dir."
         )
-    if out.exists():
-        shutil.rmtree(out)
-    quantized.model.save_pretrained(out)
-    if quantized.tokenizer is not None:
-        quantized.tokenizer.save_pretrained(out)
-    if not quantized.sub.is_uniform:
-        for name in REMOTE_CODE_FILES:
-            shutil.copy(REMOTE_CODE_DIR / name, out / name)
-    record = {"sub_network": quantized.sub.to_dict(), "uniform": quantized.sub.is_uniform}
-    (out / RECORD_FILE).write_text(json.dumps(record | {"quantization": quantized.to_dict()}, indent=2) + "\n")
+
+    def write(folder: Path) -> None:
+        quantized.model.save_pretrained(folder)
+        if quantized.tokenizer is not None:
+            quantized.tokenizer.save_pretrained(folder)
+        if not quantized.sub.is_uniform:
+            for name in REMOTE_CODE_FILES:
+                shutil.copy(REMOTE_CODE_DIR / name, folder / name)
+        record = export_record(quantized.sub) | {"quantization": quantized.to_dict()}
+        write_json(record, folder / EXPORT_RECORD)
+
+    out = publish_folder(out, write, overwrite)
     log.info("Saved the %s-quantized %s to %s", quantized.config.method, quantized.sub.describe(), out)
     return out
 
@@ -277,7 +283,7 @@ def save_quantized(quantized: QuantizedModel, out_dir: str | Path) -> Path:
 def load_quantized(folder: str | Path, device: str | None = None, trust_remote_code: bool = False) -> QuantizedModel:
     """Reload a folder written by `save_quantized` (on `device`; default: CUDA when present, else CPU)."""
     path = Path(folder)
-    record_file = path / RECORD_FILE
+    record_file = path / EXPORT_RECORD
     try:
         record = json.loads(record_file.read_text())
         info = record["quantization"]

@@ -14,7 +14,6 @@ throughput of its Pareto sub-networks: the live sub-networks in `speed.json` ({"
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -25,19 +24,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from nas.evaluation.speed import ThroughputMeter
+from nas.io.atomic import read_json, write_json
 from nas.quantization.config import QuantizationConfig
 from nas.quantization.quantize import quantize_sub_network
+from nas.search.context import SearchContext, prepare
 from nas.search.outputs import pareto_front
-from nas.search.runner import SearchContext, prepare
 from nas.supernet.subnetwork import SubNetwork
 
 log = logging.getLogger(__name__)
-
-
-def _write(entries: list[dict[str, Any]], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entries, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def _speed(meter: ThroughputMeter, model: Any) -> dict[str, Any]:
@@ -53,7 +47,9 @@ def measure_pareto_speed(
     ctx: SearchContext, meter: ThroughputMeter, todo: list[tuple[Any, SubNetwork]], path: Path
 ) -> int:
     """Time every (trial, sub-network) of `todo` live on the super-network into `path`, resumably."""
-    entries: list[dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else []
+    entries: list[dict[str, Any]] = (
+        read_json(path, "progress file", f"delete it to redo {path.stem}") if path.is_file() else []
+    )
     done = {e["trial"] for e in entries}
     for trial, sub in tqdm(todo, desc="speed", disable=not ctx.cfg.search.progress):
         if trial in done:
@@ -61,7 +57,7 @@ def measure_pareto_speed(
         with ctx.model.sub_network(sub):
             measured = _speed(meter, ctx.model)
         entries.append({"trial": trial, "subnetwork": sub.to_dict(), **measured})
-        _write(entries, path)
+        write_json(entries, path)
         log.info(
             "Speed of %s: prefill %.0f tok/s, decode %.1f tok/s",
             trial,
@@ -80,7 +76,7 @@ def quantize_pareto_set(cfg: DictConfig, search_dir: Path, out_dir: Path) -> dic
     timing = cfg.get("pareto_speed") or {}
     summary: dict[str, Any] = {"method": qcfg.method if qcfg.enabled else "none", "quantized": 0}
     if not (qcfg.enabled or timing.get("enabled")):
-        _write([], path)
+        write_json([], path)
         return summary
     ctx = prepare(cfg, search_dir)
     speed_searched = any(o.is_speed for o in ctx.objectives)  # the study holds it already
@@ -92,10 +88,12 @@ def quantize_pareto_set(cfg: DictConfig, search_dir: Path, out_dir: Path) -> dic
     if meter is not None:
         summary["speed_measured"] = measure_pareto_speed(ctx, meter, todo, out_dir / "speed.json")
     if not qcfg.enabled:
-        _write([], path)
+        write_json([], path)
         return summary
     scorer = ctx.scorer
-    entries: list[dict[str, Any]] = json.loads(path.read_text()) if path.is_file() else []
+    entries: list[dict[str, Any]] = (
+        read_json(path, "progress file", f"delete it to redo {path.stem}") if path.is_file() else []
+    )
     done = {(e["trial"], e["method"]) for e in entries}
     for trial, sub in tqdm(todo, desc=f"quantize {qcfg.method}", disable=not cfg.search.progress):
         if (trial, qcfg.method) in done:
@@ -119,7 +117,7 @@ def quantize_pareto_set(cfg: DictConfig, search_dir: Path, out_dir: Path) -> dic
                 "details": details,
             }
         )
-        _write(entries, path)
+        write_json(entries, path)
         del quantized
         shutil.rmtree(work, ignore_errors=True)  # the unquantized export it was loaded from
         log.info("Quantized %s (%s): %s", trial, qcfg.method, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))

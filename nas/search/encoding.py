@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from optuna.distributions import BaseDistribution, IntDistribution
 
+from nas.errors import SearchSpaceError
 from nas.supernet.search_space import SearchSpace
 from nas.supernet.subnetwork import SubNetwork
 
@@ -23,7 +24,10 @@ class SearchEncoding:
         self.space = space
         self.choices = space.parameters()
         if not self.choices:
-            raise ValueError(f"Search space {space.name!r} has nothing to search: every dimension is fixed.")
+            raise SearchSpaceError(
+                f"Search space {space.name!r} has nothing to search on this model: every dimension resolves to one "
+                f"size ({space.summary()}). Give a dimension choices that differ on this model."
+            )
 
     @property
     def names(self) -> list[str]:

@@ -19,25 +19,22 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from nas.search.encoding import SearchEncoding
 from nas.search.evolution import Operators, evolve, select_survivors
 from nas.search.objectives import Objective
+from nas.search.optuna_compat import set_frozen_trial_user_attr
 from nas.search.pareto import loss_bounds, losses
 from nas.search.predictors import PredictorQuality, fit_predictor
 from nas.search.study import REFERENCE_ATTR
+from nas.search.trials import evaluations
 from nas.supernet.subnetwork import SubNetwork
 
 log = logging.getLogger(__name__)
 
 ROUND_ATTR = "linas_round"
 PREDICTED_ATTR = "linas_predicted"
-
-
-def real_evaluations(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed trials that were evaluated for real (not look-ups of a duplicate)."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("evaluated")]
 
 
 def _to_fit(objective: Objective, values: np.ndarray) -> np.ndarray:
@@ -112,7 +109,7 @@ class LinasSampler(BaseSampler):
     ) -> dict[str, Any]:
         if "fixed_params" in trial.system_attrs:  # an enqueued candidate of a planned round
             return {}
-        real = real_evaluations(study)
+        real = sorted(evaluations(study), key=lambda t: t.number)  # predictors fit in trial order
         if len(real) < self.population_size:
             return {}  # the initial population: uniform random
         planned = self.plan_round(study, real)
@@ -124,8 +121,8 @@ class LinasSampler(BaseSampler):
                 params, user_attrs={ROUND_ATTR: round_number, PREDICTED_ATTR: predicted}, skip_if_exists=True
             )
         params, predicted, round_number = first
-        study._storage.set_trial_user_attr(trial._trial_id, ROUND_ATTR, round_number)
-        study._storage.set_trial_user_attr(trial._trial_id, PREDICTED_ATTR, predicted)
+        set_frozen_trial_user_attr(study, trial, ROUND_ATTR, round_number)
+        set_frozen_trial_user_attr(study, trial, PREDICTED_ATTR, predicted)
         return params
 
     # --- one round ---------------------------------------------------------------------------

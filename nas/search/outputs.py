@@ -1,7 +1,8 @@
 """What a study leaves in its run directory, computed from the study database alone.
 
 trials.csv        every trial: state, objective values, task metrics, sub-network, worker, timing
-pareto.csv/json   the non-dominated real evaluations, with their sub-networks
+                  (a non-finite evaluation: state FAIL, non_finite true, its values as text)
+pareto.csv/json   the non-dominated real evaluations with finite values, with their sub-networks
 hypervolume.csv   hypervolume (normalised by the reference model) after each real evaluation
 reference.json    the unmodified model's values
 summary.json      objectives, counts, final hypervolume, LINAS predictor quality per round
@@ -15,21 +16,25 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
-from nas.analysis.tables import write_csv, write_json
+from nas.io.atomic import write_csv, write_json
 from nas.search.encoding import SearchEncoding
 from nas.search.objectives import Objective
 from nas.search.pareto import hypervolume_history, loss_bounds, losses, pareto_mask
 from nas.search.study import REFERENCE_ATTR, WORKER_ATTR
+from nas.search.trials import (
+    DUPLICATE_ATTR,
+    EVALUATED_ATTR,
+    NON_FINITE_ATTR,
+    decode_trial,
+    evaluated_by_key,
+    evaluations,
+    non_finite_evaluations,
+    trial_values,
+)
 
 ROUNDS_ATTR = "linas_rounds"
-
-
-def evaluations(study: optuna.Study) -> list[FrozenTrial]:
-    """Real evaluations (not duplicate look-ups), in the order they completed."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("evaluated")]
-    return sorted(done, key=lambda t: (t.datetime_complete, t.number))
 
 
 def reference_values(study: optuna.Study) -> dict[str, float]:
@@ -37,14 +42,16 @@ def reference_values(study: optuna.Study) -> dict[str, float]:
 
 
 def trial_row(t: FrozenTrial, objectives: Sequence[Objective], encoding: SearchEncoding) -> dict[str, Any]:
-    sub = encoding.decode(t.params) if t.params else None
+    """One line of trials.csv; a trial with incomplete parameters (its worker died) has no sub-network."""
+    sub = decode_trial(encoding, t)
     row: dict[str, Any] = {
         "number": t.number,
         "state": t.state.name,
-        "evaluated": bool(t.user_attrs.get("evaluated")),
-        "duplicate_of": t.user_attrs.get("duplicate_of"),
+        "evaluated": bool(t.user_attrs.get(EVALUATED_ATTR)),
+        "duplicate_of": t.user_attrs.get(DUPLICATE_ATTR),
+        "non_finite": bool(t.user_attrs.get(NON_FINITE_ATTR)),
     }
-    row |= {o.name: (t.values[i] if t.values else None) for i, o in enumerate(objectives)}
+    row |= trial_values(t, (o.name for o in objectives))
     row |= {k: v for k, v in t.user_attrs.get("details", {}).items()}
     row |= {
         "num_layers": sub.num_layers if sub else None,
@@ -88,9 +95,13 @@ def hypervolume_rows(study: optuna.Study, objectives: Sequence[Objective]) -> li
 
 
 def write_outputs(
-    study: optuna.Study, objectives: Sequence[Objective], encoding: SearchEncoding, out_dir: str | Path
+    study: optuna.Study,
+    objectives: Sequence[Objective],
+    encoding: SearchEncoding,
+    out_dir: str | Path,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write every output file; returns the summary."""
+    """Write every output file; returns the summary (with `extra` merged in)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
@@ -106,13 +117,15 @@ def write_outputs(
     summary = {
         "study_name": study.study_name,
         "objectives": [o.to_dict() for o in objectives],
-        "evaluations": len(evaluations(study)),
-        "duplicates_skipped": sum(1 for t in trials if t.user_attrs.get("duplicate_of") is not None),
+        "evaluations": len(evaluated_by_key(study)),
+        "non_finite": [t.number for t in non_finite_evaluations(study)],
+        "duplicates_skipped": sum(1 for t in trials if t.user_attrs.get(DUPLICATE_ATTR) is not None),
         "trials": {s: states.count(s) for s in sorted(set(states))},
         "pareto_size": len(front),
         "hypervolume": hv[-1]["hypervolume"] if hv else None,
         "reference": reference.get("values"),
         "linas_rounds": study.user_attrs.get(ROUNDS_ATTR, []),
+        **(extra or {}),
     }
     write_json(summary, out / "summary.json")
     return summary

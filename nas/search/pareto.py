@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from optuna._hypervolume import compute_hypervolume  # exact (WFG for 3+ objectives)
 
 from nas.search.objectives import Objective
+from nas.search.optuna_compat import compute_hypervolume
 
 
 def losses(values: np.ndarray, objectives: Sequence[Objective], reference: Mapping[str, float]) -> np.ndarray:
@@ -45,7 +45,7 @@ def hypervolume(loss: np.ndarray, bounds: np.ndarray) -> float:
     if len(inside) == 0:
         return 0.0
     front = inside[pareto_mask(inside)]
-    return float(compute_hypervolume(np.unique(front, axis=0), bounds.astype(np.float64)))
+    return compute_hypervolume(np.unique(front, axis=0), bounds.astype(np.float64))
 
 
 def hypervolume_history(loss: np.ndarray, bounds: np.ndarray) -> list[float]:

@@ -9,11 +9,14 @@ existing study is never mixed with incompatible trials.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import logging
+import random
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +27,8 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import SearchConfigError
+from nas.io.secrets import redact_url, with_password
+from nas.search.optuna_compat import experimental_features
 
 log = logging.getLogger(__name__)
 
@@ -39,37 +44,82 @@ def storage_url(value: str | None, output_dir: str | Path) -> str:
     return f"sqlite:///{Path(output_dir).resolve() / 'study.db'}"
 
 
-def _redacted(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL; None for other engines and in-memory databases."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[-1]
+    return Path(path) if path and path != ":memory:" and url.count(":///") else None
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url
+
+@contextmanager
+def setup_lock(url: str) -> Iterator[None]:
+    """Serialise what workers starting together do once: create the tables, create the study.
+
+    SQLite: an exclusive lock on `<db>.lock` beside the database file. Server databases rely on
+    `_retrying_races` instead (their workers may run on other machines).
+    """
+    path = sqlite_file(url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _is_creation_race(exc: BaseException) -> bool:
+    """A conflict with another worker creating the same tables or rows at the same moment."""
+    text = str(exc).lower()
+    return any(s in text for s in ("already exists", "unique constraint", "duplicate key", "alembic_version"))
+
+
+def _retrying_races(action: Callable[[], Any], attempts: int = 6) -> Any:
+    """Run `action`, again after a short random pause while it loses a creation race (Optuna's table
+    creation and its Alembic version row are not safe against concurrent first use)."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as exc:
+            if attempt == attempts - 1 or not _is_creation_race(exc):
+                raise
+            log.info("Another worker is creating the study storage; trying again (%s).", type(exc).__name__)
+            time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def open_storage(url: str, heartbeat_interval: int | None = 60, grace_period: int | None = None) -> RDBStorage:
-    """An RDB storage (SQLite, PostgreSQL, MySQL, ...); trials of dead workers fail after the grace period."""
+    """An RDB storage (SQLite, PostgreSQL, MySQL, ...); trials of dead workers fail after the grace period.
+
+    Safe for workers that start at the same moment on a new database.
+    """
     engine_kwargs: dict[str, Any] = {}
+    if sqlite_file(url) is not None:
+        # Several worker processes write to one file: wait for the lock instead of failing at once.
+        engine_kwargs = {"connect_args": {"timeout": 120}}
     try:
-        if url.startswith("sqlite"):
-            path = url.split(":///", 1)[-1]
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            # Several worker processes write to one file: wait for the lock instead of failing at once.
-            engine_kwargs = {"connect_args": {"timeout": 120}}
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-        )
+        with setup_lock(url), experimental_features():  # heartbeats
+            return cast(
+                RDBStorage,
+                _retrying_races(
+                    lambda: RDBStorage(
+                        with_password(url),
+                        engine_kwargs=engine_kwargs,
+                        heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period,
+                    )
+                ),
+            )
     except Exception as exc:
         raise SearchConfigError(
-            f"Cannot open the study storage search.storage={_redacted(url)}: {type(exc).__name__}: {exc}. "
+            f"Cannot open the study storage search.storage={redact_url(url)}: {type(exc).__name__}: {exc}. "
             "Give a reachable SQLAlchemy URL, e.g. sqlite:////abs/path/study.db or "
-            "postgresql://user:password@host:5432/db (with its driver installed), or leave search.storage "
-            "unset for a SQLite file in the run directory."
+            "postgresql+psycopg://user@host:5432/db with the password in $NAS_STORAGE_PASSWORD (or PGPASSWORD / "
+            "~/.pgpass), or leave search.storage unset for a SQLite file in the run directory."
         ) from exc
 
 
@@ -87,11 +137,28 @@ def create_or_resume(
 ) -> tuple[optuna.Study, bool]:
     """The study named `study_name`, created or resumed; True when it already existed.
 
+    A study and its signature are written in two commits; a study found without a signature and
+    without trials is one whose creation was interrupted (or is under way in a worker starting at the
+    same moment), and its creation is completed here.
+
     Raises `SearchConfigError` if it exists with other directions or another signature.
     """
     signature = json.loads(json.dumps(signature))  # plain JSON types, as the storage returns them
-    existing = {s.study_name: s for s in storage.get_all_studies()}
-    if study_name in existing:
+    with setup_lock(storage.url):
+        existing = {s.study_name for s in storage.get_all_studies()}
+        if study_name not in existing:
+            study = _retrying_races(
+                lambda: optuna.create_study(
+                    storage=storage,
+                    study_name=study_name,
+                    directions=cast(Any, directions),
+                    sampler=sampler,
+                    load_if_exists=True,
+                )
+            )
+            if SIGNATURE_ATTR not in study.user_attrs:
+                study.set_user_attr(SIGNATURE_ATTR, signature)
+                return study, False
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
         stored_directions = [d.name.lower() for d in study.directions]
         if stored_directions != directions:
@@ -101,10 +168,14 @@ def create_or_resume(
             )
         stored = study.user_attrs.get(SIGNATURE_ATTR)
         if stored is None:
-            raise SearchConfigError(
-                f"Study {study_name!r} exists but was not created by nas.search (no {SIGNATURE_ATTR}); "
-                "use another search.study_name."
-            )
+            if study.get_trials(deepcopy=False):
+                raise SearchConfigError(
+                    f"Study {study_name!r} exists with trials but was not created by nas.search (no {SIGNATURE_ATTR}); "
+                    "use another search.study_name."
+                )
+            log.info("Study %r was created but not signed (an interrupted start); completing its creation.", study_name)
+            study.set_user_attr(SIGNATURE_ATTR, signature)
+            return study, False
         diff = _differences(stored, signature)
         if diff:
             details = "; ".join(f"{k}: stored {stored.get(k)!r}, now {signature.get(k)!r}" for k in diff)
@@ -113,11 +184,6 @@ def create_or_resume(
                 "Resume it with the same settings, or start a new study with another search.study_name."
             )
         return study, True
-    study = optuna.create_study(
-        storage=storage, study_name=study_name, directions=cast(Any, directions), sampler=sampler, load_if_exists=True
-    )
-    study.set_user_attr(SIGNATURE_ATTR, signature)
-    return study, False
 
 
 # --- workers and their trials ---------------------------------------------------------------
@@ -140,43 +206,51 @@ def _is_alive(worker: str) -> bool | None:
         return False
 
 
+# A trial records its worker right after it is created; one still without a worker this long after its
+# start belonged to a process that died in between (a window of milliseconds).
+ORPHAN_SECONDS = 60.0
+
+
+def _worker_gone(trial: FrozenTrial, now: datetime.datetime) -> bool:
+    """True when the trial's worker is known to be dead: a process of this host that no longer runs,
+    or no worker recorded long after the trial started. Workers on other hosts: see the heartbeat."""
+    worker = trial.user_attrs.get(WORKER_ATTR)
+    if worker is None:
+        return trial.datetime_start is not None and (now - trial.datetime_start).total_seconds() > ORPHAN_SECONDS
+    return _is_alive(worker) is False
+
+
 def fail_dead_trials(study: optuna.Study) -> list[int]:
     """Mark as FAIL the running trials whose worker is gone; returns their numbers.
 
-    Workers on this host are checked directly (a killed run is recovered at once); workers elsewhere
-    through the storage's heartbeat (after its grace period).
+    Workers on this host are checked directly (a killed run is recovered at once, also one killed
+    while its trial's parameters were being suggested); workers elsewhere through the storage's
+    heartbeat (after its grace period), which each trial records from its creation on.
     """
+    now = datetime.datetime.now()
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get(WORKER_ATTR)
-        if worker and _is_alive(worker) is False:
-            try:
-                study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
-                failed.append(t.number)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass
-    optuna.storages.fail_stale_trials(study)
+        if _worker_gone(t, now):
+            # Public since Optuna 3: telling a trial by number, skipped if its worker finished it meanwhile.
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            failed.append(t.number)
+    with experimental_features():
+        optuna.storages.fail_stale_trials(study)
     if failed:
         log.warning("Trials %s were running in a worker that died; marked FAIL (they will be redone).", failed)
     return failed
 
 
 def alive_running(study: optuna.Study) -> list[FrozenTrial]:
-    """Running trials whose worker is (or may be, on another host) alive.
-
-    A trial records its worker right after it is asked for; one still without a worker a minute later
-    belonged to a process that died in between, and is not counted.
-    """
+    """Running trials whose worker is (or may be, on another host) alive."""
     now = datetime.datetime.now()
-    alive = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get(WORKER_ATTR)
-        if worker is None:
-            if t.datetime_start is None or (now - t.datetime_start).total_seconds() < 60:
-                alive.append(t)
-        elif _is_alive(worker) is not False:
-            alive.append(t)
-    return alive
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if not _worker_gone(t, now)]
+
+
+def beat_once(storage: Any, trial_id: int) -> None:
+    """Record one heartbeat of the trial, if the storage keeps them."""
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+        storage.record_heartbeat(trial_id)
 
 
 @contextmanager

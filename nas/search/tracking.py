@@ -12,12 +12,13 @@ from typing import Any, cast
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
+from nas.io.secrets import redact
+from nas.io.wandb_env import prepare_wandb
 from nas.search.encoding import SearchEncoding
 from nas.search.objectives import Objective
 from nas.search.outputs import pareto_front, trial_row
 
 log = logging.getLogger(__name__)
-MODES = ("disabled", "offline", "online")
 
 
 def _table_rows(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
@@ -75,9 +76,7 @@ def run_tags(cfg: DictConfig) -> list[str]:
 def open_run(cfg: DictConfig, name: str, job_type: str) -> Any:
     """A W&B run for this job (None when `wandb.mode=disabled`), grouped by experiment name."""
     settings = cfg.get("wandb")
-    mode = "disabled" if settings is None else str(settings.mode)
-    if mode not in MODES:
-        raise ValueError(f"wandb.mode={mode!r}: use one of {list(MODES)}.")
+    mode = prepare_wandb("disabled" if settings is None else str(settings.mode))
     if mode == "disabled":
         return None
     import wandb
@@ -90,7 +89,7 @@ def open_run(cfg: DictConfig, name: str, job_type: str) -> Any:
         tags=run_tags(cfg),
         dir=str(settings.dir),
         mode=cast(Any, mode),
-        config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+        config=redact(OmegaConf.to_container(cfg, resolve=True)),
         reinit="finish_previous",
     )
 

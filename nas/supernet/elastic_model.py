@@ -19,6 +19,7 @@ from torch import nn
 from transformers import LlamaForCausalLM, MistralForCausalLM, PretrainedConfig, PreTrainedModel, Qwen2ForCausalLM
 
 from nas.errors import UnsupportedModelError
+from nas.io.atomic import write_text
 from nas.supernet.elastic_modules import ElasticEmbedding, ElasticLayerList, ElasticLinear, ElasticRMSNorm
 from nas.supernet.subnetwork import ATTENTION_LINEARS, MLP_LINEARS, ModelShape, SubNetwork
 
@@ -133,7 +134,7 @@ class ElasticCausalLM:
         config["architectures"] = [base.__name__]
         if self._nas_layer_types is not None:
             config["layer_types"] = list(self._nas_layer_types)  # not the active sub-network's order
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", config_path)
 
 
 def _set_out(module: nn.Module, width: int | None) -> None:

@@ -31,6 +31,7 @@ from torch.utils.hooks import RemovableHandle
 from tqdm.auto import tqdm
 
 from nas.errors import NASError
+from nas.io.atomic import write_json
 from nas.supernet.elastic_model import shape_of
 from nas.supernet.subnetwork import ModelShape, SubNetwork
 
@@ -95,7 +96,7 @@ class ImportanceScores:
             ) from exc
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict()) + "\n")
+        write_json(self.to_dict(), path)
 
     @classmethod
     def load(cls, path: str | Path) -> ImportanceScores:

@@ -72,6 +72,19 @@ class Dimension:
         return dim
 
 
+def _fields(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
+    """The keys of a search-space mapping, checked against the known ones."""
+    mapping = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    if not isinstance(mapping, Mapping):
+        raise SearchSpaceError(f"search_space must be a mapping (conf/search_space/*.yaml); got {mapping!r}.")
+    fields = {str(k): v for k, v in mapping.items() if k != "_target_"}
+    known = {"name", *DIMENSIONS}
+    unknown = set(fields) - known
+    if unknown:
+        raise SearchSpaceError(f"Unknown search_space keys {sorted(unknown)}; allowed: {sorted(known)}.")
+    return fields
+
+
 def _round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
 
@@ -122,14 +135,24 @@ class SearchSpace:
         """
         shape = config_or_shape if isinstance(config_or_shape, ModelShape) else ModelShape.from_config(config_or_shape)
         layer_order = overrides.pop("layer_order", None) or getattr(config_or_shape, "nas_layer_order", None)
-        known = {"name", *DIMENSIONS}
-        mapping = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-        assert isinstance(mapping, Mapping)
-        fields = {str(k): v for k, v in mapping.items() if k != "_target_"}
-        unknown = set(fields) - known
-        if unknown:
-            raise SearchSpaceError(f"Unknown search_space keys {sorted(unknown)}; allowed: {sorted(known)}.")
-        return cls(shape, layer_order=layer_order, **fields, **overrides)
+        return cls(shape, layer_order=layer_order, **_fields(cfg), **overrides)
+
+    @staticmethod
+    def check_config(cfg: Mapping[str, Any] | DictConfig) -> None:
+        """Check a search-space mapping without a model (before one loads): its keys, its dimensions, and
+        that something is searchable (a dimension with two or more choices).
+
+        Raises:
+            SearchSpaceError: naming the key to fix.
+        """
+        fields = _fields(cfg)
+        dims = {d: Dimension.parse(d, fields.get(d)) for d in DIMENSIONS}
+        if all(dim is None or len(set(dim.choices)) < 2 for dim in dims.values()):
+            raise SearchSpaceError(
+                f"search_space {fields.get('name', '')!r} has nothing to search: every dimension is fixed (null or a "
+                "single choice). Give one dimension two or more choices, e.g. search_space.mlp.choices=[0.5,1.0], or "
+                "pick another search_space (llama_nas, klein, mlp_only, layers_only)."
+            )
 
     # --- resolution ----------------------------------------------------------------------------
 

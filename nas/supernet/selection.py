@@ -1,7 +1,7 @@
 """Pick a sub-network by name, as written on command lines and in configs.
 
-Forms: `full`, `largest`, `smallest`, `random:<seed>`, or the path of a JSON file written by
-`SubNetwork.save`. Used by the pipeline (`subnets.names`, `export.subnet`) and by `python -m nas.export`.
+Forms: `full`, `largest`, `smallest`, `random:<seed>`, the path of a JSON file written by
+`SubNetwork.save` (or a `subnetwork.json` of an export), or an exported model's folder. Used by the pipeline (`subnets.names`, `export.subnet`) and by `python -m nas.export`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from pathlib import Path
 
 from nas.errors import InvalidSubNetworkError
 from nas.supernet.search_space import SearchSpace
-from nas.supernet.subnetwork import SubNetwork
+from nas.supernet.subnetwork import EXPORT_RECORD, SubNetwork
 
 NAMED = ("full", "largest", "smallest")
 ALLOWED_FORMS = (
-    "full, largest, smallest, random:<seed> (e.g. random:3), or the path of a .json file written by SubNetwork.save"
+    "full, largest, smallest, random:<seed> (e.g. random:3), or the path of a .json file written by "
+    "SubNetwork.save (or an export's subnetwork.json) or of an exported model's folder"
 )
 
 
@@ -33,8 +34,8 @@ def check_spec(spec: str) -> str:
                 f"Sub-network {spec!r}: the seed {seed!r} is not an integer; write e.g. random:3."
             )
         return text
-    if text.endswith(".json"):
-        if not Path(text).expanduser().is_file():
+    if text.endswith(".json") or (Path(text).expanduser() / EXPORT_RECORD).is_file():
+        if not Path(text).expanduser().exists():
             raise InvalidSubNetworkError(
                 f"Sub-network file {text} does not exist; pass a JSON file written by SubNetwork.save."
             )

@@ -8,12 +8,16 @@ results database, independently of the search space that produced it.
 from __future__ import annotations
 
 import json
+import numbers
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from nas.errors import InvalidSubNetworkError
+from nas.io.atomic import write_json
 
+# The record an exported model folder holds (`nas.export.standalone`); it embeds the sub-network.
+EXPORT_RECORD = "subnetwork.json"
 # The decoder linears of the Llama module tree, named relative to a decoder layer.
 ATTENTION_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
 MLP_LINEARS = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -85,6 +89,16 @@ def _biased_linears(config: Any) -> tuple[str, ...]:
     return attention + (MLP_LINEARS if getattr(config, "mlp_bias", False) else ())
 
 
+def _whole(value: Any, field: str) -> int:
+    """`value` as an int when it is one (numpy integers too); floats, booleans and strings are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidSubNetworkError(
+            "A SubNetwork's layers, mlp_sizes and num_heads are lists of integers and hidden_size an integer; "
+            f"{field} holds {value!r} ({type(value).__name__}). Write whole numbers, e.g. layers: [0, 1, 2]."
+        )
+    return int(value)
+
+
 @dataclass(frozen=True)
 class SubNetwork:
     """An architecture inside the super-network.
@@ -102,10 +116,16 @@ class SubNetwork:
     hidden_size: int
 
     def __post_init__(self) -> None:
-        # Accept lists (from JSON or YAML) but store tuples so instances stay hashable.
+        # Accept lists (from JSON or YAML) but store tuples so instances stay hashable. Only whole numbers:
+        # int() would silently turn 0.9 into 0 and True into 1.
         for name in ("layers", "mlp_sizes", "num_heads"):
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-        object.__setattr__(self, "hidden_size", int(self.hidden_size))
+            values = getattr(self, name)
+            if isinstance(values, str | bytes) or not hasattr(values, "__iter__"):
+                raise InvalidSubNetworkError(
+                    f"A SubNetwork's layers, mlp_sizes and num_heads are lists of integers; {name} is {values!r}."
+                )
+            object.__setattr__(self, name, tuple(_whole(v, name) for v in values))
+        object.__setattr__(self, "hidden_size", _whole(self.hidden_size, "hidden_size"))
         n = len(self.layers)
         if len(self.mlp_sizes) != n or len(self.num_heads) != n:
             raise InvalidSubNetworkError(
@@ -187,7 +207,11 @@ class SubNetwork:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SubNetwork:
+        """A sub-network from its mapping, or from a record that holds one under `sub_network` (the
+        `subnetwork.json` of an export or a quantized model)."""
         expected = {"layers", "mlp_sizes", "num_heads", "hidden_size"}
+        if isinstance(data, dict) and isinstance(data.get("sub_network"), dict) and not expected & set(data):
+            data = data["sub_network"]
         if not isinstance(data, dict):
             raise InvalidSubNetworkError(
                 f"A SubNetwork is a mapping with the keys {sorted(expected)}; got a {type(data).__name__}."
@@ -200,6 +224,8 @@ class SubNetwork:
             )
         try:
             return cls(**data)
+        except InvalidSubNetworkError:
+            raise
         except (TypeError, ValueError) as exc:
             raise InvalidSubNetworkError(
                 "A SubNetwork's layers, mlp_sizes and num_heads are lists of integers and hidden_size an "
@@ -211,13 +237,18 @@ class SubNetwork:
         return cls.from_dict(json.loads(text))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(self.to_dict(), path)
 
     @classmethod
     def load(cls, path: str | Path) -> SubNetwork:
+        """From a JSON file written by `save`, a `subnetwork.json` of an export, or an export's folder."""
         p = Path(path)
+        if p.is_dir() and (p / EXPORT_RECORD).is_file():
+            p = p / EXPORT_RECORD
         if not p.is_file():
-            raise InvalidSubNetworkError(f"No sub-network file at {p}; pass a JSON file written by SubNetwork.save.")
+            raise InvalidSubNetworkError(
+                f"No sub-network file at {p}; pass a JSON file written by SubNetwork.save, or an exported model folder."
+            )
         try:
             return cls.from_json(p.read_text())
         except json.JSONDecodeError as exc:

@@ -62,7 +62,9 @@ def load_alpaca_records(source: str, path: str | None, hub_id: str, data_dir: st
             raise DataNotFoundError(f"No instruction data at {default}; set data.path=<file.json> or paths.data_dir.")
     import datasets  # only users online get here
 
-    return [dict(r) for r in datasets.load_dataset(hub_id, split="train")]
+    records = [dict(r) for r in datasets.load_dataset(hub_id, split="train")]
+    check_records(records, hub_id)
+    return records
 
 
 def _read_json_records(file: Path) -> list[dict[str, Any]]:
@@ -72,13 +74,30 @@ def _read_json_records(file: Path) -> list[dict[str, Any]]:
         raise DataFormatError(f"{file} is not valid JSON (line {exc.lineno}): {exc.msg}.") from exc
     if not isinstance(records, list) or not records:
         raise DataFormatError(f"{file} must hold a non-empty JSON list of records.")
+    check_records(records, str(file))
+    return records
+
+
+def check_records(records: Sequence[Any], source: str) -> None:
+    """Every record has `instruction` and `output` as text (and `input`, when present, as text or null).
+
+    A null or numeric field would otherwise be trained on as the text "None" or "3".
+    """
     for number, record in enumerate(records):
         missing = [k for k in ("instruction", "output") if not isinstance(record, dict) or k not in record]
         if missing:
             raise DataFormatError(
-                f"{file}, record {number}: missing {missing}; Alpaca records need instruction and output."
+                f"{source}, record {number}: missing {missing}; Alpaca records need instruction and output."
             )
-    return records
+        wrong = [k for k in ("instruction", "output") if not isinstance(record[k], str)]
+        if record.get("input") is not None and not isinstance(record["input"], str):
+            wrong.append("input")
+        if wrong:
+            found = ", ".join(f"{k}={record[k]!r}" for k in wrong)
+            raise DataFormatError(
+                f"{source}, record {number}: {found}; instruction and output must be text (input text or null). "
+                "Fix or drop that record."
+            )
 
 
 @dataclass

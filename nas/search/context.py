@@ -1,0 +1,155 @@
+"""A search's working set, built before any evaluation: the checked config, the live super-network,
+its search space and encoding, the objective scorer, and the study (created or resumed).
+
+`prepare` is what every worker, the quantize stage and the export stage start from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from nas.errors import SearchConfigError
+from nas.evaluation.encoding import max_length
+from nas.evaluation.evaluator import Evaluator
+from nas.evaluation.registry import load_task
+from nas.evaluation.results import weights_fingerprint
+from nas.evaluation.task import Selection
+from nas.instantiate import instantiate
+from nas.search.algorithms import ALGORITHMS, make_sampler
+from nas.search.encoding import SearchEncoding
+from nas.search.objectives import SPEED, Objective, parse_objectives, task_names
+from nas.search.optuna_compat import experimental_features
+from nas.search.outputs import ROUNDS_ATTR
+from nas.search.scoring import ObjectiveScorer
+from nas.search.study import create_or_resume, open_storage, storage_url
+from nas.supernet.search_space import SearchSpace
+
+
+@dataclass
+class SearchContext:
+    """Everything one worker needs: the live model, the scorer and the study."""
+
+    cfg: DictConfig
+    output_dir: Path
+    model: Any
+    tokenizer: Any
+    space: SearchSpace
+    encoding: SearchEncoding
+    objectives: list[Objective]
+    scorer: ObjectiveScorer
+    study: optuna.Study
+    resumed: bool
+
+    @property
+    def budget(self) -> int:
+        return int(self.cfg.search.n_trials)
+
+
+def _count(value: Any, key: str, minimum: int, why: str) -> int:
+    """A config value that must be a whole number >= `minimum`; anything else names the override to fix."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SearchConfigError(f"{key}={value!r}: {why} (a whole number >= {minimum}).")
+    return value
+
+
+def check_search_config(cfg: DictConfig) -> list[Objective]:
+    """Everything that can be checked before loading a model; returns the objectives."""
+    search = cfg.search
+    if search.algorithm not in ALGORITHMS:
+        raise SearchConfigError(f"Unknown search.algorithm {search.algorithm!r}; available: {list(ALGORITHMS)}.")
+    objectives = parse_objectives(cfg.objectives)
+    for name in task_names(objectives):
+        load_task(name)  # unknown task names fail here, listing the available ones
+    SearchSpace.check_config(cfg.search_space)
+    if task_names(objectives):
+        evaluator = cfg.get("evaluator") or {}
+        Selection(evaluator.get("limit"), evaluator.get("limit_mode", "first"), evaluator.get("seed", 0))
+    n_trials = _count(search.n_trials, "search.n_trials", 1, "the budget of real evaluations")
+    _count(search.n_workers, "search.n_workers", 1, "worker processes")
+    if search.algorithm != "random":
+        population = _count(search.population_size, "search.population_size", 2, f"{search.algorithm}'s population")
+        if n_trials < population:
+            raise SearchConfigError(
+                f"search.n_trials={n_trials} is below search.population_size={population}: "
+                f"{search.algorithm} would not finish one generation. Raise n_trials or lower population_size."
+            )
+    if any(o.kind == "perplexity" for o in objectives) and cfg.get("perplexity") is None:
+        raise SearchConfigError("A perplexity objective needs a perplexity config (perplexity=wikitext2).")
+    if any(o.is_speed for o in objectives) and cfg.get("speed") is None:
+        raise SearchConfigError("latency/throughput objectives need the speed config (speed.batch_size=...).")
+    return objectives
+
+
+def load_supernet(cfg: DictConfig) -> tuple[Any, Any]:
+    """The super-network to search: `supernet` (a saved folder) when set, else `model` as configured."""
+    if cfg.get("supernet"):
+        from nas.models.pretrained import from_pretrained
+
+        return from_pretrained(
+            str(cfg.supernet), device=cfg.model.get("device", "cpu"), dtype=cfg.model.get("dtype", "float32")
+        )
+    return instantiate(cfg.model)
+
+
+def signature(cfg: DictConfig, model: Any, space: SearchSpace, objectives: list[Objective]) -> dict[str, Any]:
+    """What the study's values depend on; a resumed study must match it exactly."""
+    evaluator = cast(dict[str, Any], OmegaConf.to_container(cfg.evaluator, resolve=True))
+    ppl = cfg.get("perplexity")
+    speed = cfg.get("speed")
+    kinds = {o.kind for o in objectives}
+    return {
+        "search_space": {"name": space.name, "choices": {k: list(v) for k, v in space.parameters().items()}},
+        "layer_order": list(space.layer_order),
+        "objectives": [{k: v for k, v in o.to_dict().items() if k != "hv_bound"} for o in objectives],
+        "selection": {k: evaluator.get(k) for k in ("limit", "limit_mode", "seed")} if task_names(objectives) else None,
+        "perplexity": (
+            {k: ppl.get(k) for k in ("data_file", "text_file", "seq_len", "max_tokens")}
+            if "perplexity" in kinds and ppl is not None
+            else None
+        ),
+        "speed": OmegaConf.to_container(speed) if kinds & SPEED and speed is not None else None,
+        "weights": weights_fingerprint(model),
+        "algorithm": cfg.search.algorithm,
+    }
+
+
+def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchContext:
+    """Load and check everything, open (or resume) the study; no evaluation yet."""
+    objectives = check_search_config(cfg)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar and log say what each trial did
+    url = storage_url(cfg.search.storage, output_dir)
+    storage = open_storage(url, cfg.search.heartbeat_interval, cfg.search.grace_period)  # unreachable: fail now
+    perplexity_evaluator = instantiate(cfg.perplexity) if "perplexity" in {o.kind for o in objectives} else None
+    meter = instantiate(cfg.speed) if any(o.is_speed for o in objectives) else None
+
+    model, tokenizer = load_supernet(cfg)
+    space_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.search_space, resolve=True))
+    space = SearchSpace.from_config(space_cfg, model.config)
+    encoding = SearchEncoding(space)
+    evaluator = None
+    if task_names(objectives):
+        tasks = [load_task(name) for name in task_names(objectives)]
+        options = cast(dict[str, Any], OmegaConf.to_container(cfg.evaluator, resolve=True))
+        options.pop("_target_", None)
+        evaluator = Evaluator(tasks, tokenizer, max_length(model.config, tokenizer), **options)
+    scorer = ObjectiveScorer(model, tokenizer, objectives, evaluator, perplexity_evaluator, meter)
+
+    directions = [o.direction for o in objectives]
+    study, resumed = create_or_resume(
+        storage, str(cfg.search.study_name), directions, signature(cfg, model, space, objectives)
+    )
+    # Workers, and a resumed run, draw different random streams (else they would re-propose the same).
+    seed = int(cfg.search.seed) + 7919 * worker_index + len(study.get_trials(deepcopy=False))
+
+    def record_round(record: dict[str, Any]) -> None:
+        rounds = list(study.user_attrs.get(ROUNDS_ATTR, []))
+        study.set_user_attr(ROUNDS_ATTR, [*rounds, record])
+
+    with experimental_features():  # SBX crossover and polynomial mutation
+        study.sampler = make_sampler(cfg.search, encoding, objectives, scorer.analytic, seed, record_round)
+    return SearchContext(cfg, output_dir, model, tokenizer, space, encoding, objectives, scorer, study, resumed)

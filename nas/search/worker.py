@@ -1,0 +1,219 @@
+"""One worker's loop over a shared study, in the steps a reader can follow:
+
+    while the budget is open:            (dead workers' trials failed; others' in-flight ones waited for)
+        propose a sub-network            (a new trial: its worker and heartbeat first, then its parameters)
+        skip it if taken                 (the budget filled, or the same sub-network in flight elsewhere)
+        answer it if a duplicate         (PRUNED, pointing at the evaluation it repeats)
+        evaluate it                      (COMPLETE with its values; FAIL, counted, when one is NaN or inf)
+
+Every worker (process or machine) runs this loop against the same study; the database is the only
+thing they share, so a killed worker loses only its trial in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+import numpy as np
+from optuna.trial import Trial, TrialState
+from tqdm.auto import tqdm
+
+from nas.search.context import SearchContext
+from nas.search.optuna_compat import experimental_features, storage_of, trial_id_of
+from nas.search.outputs import reference_values
+from nas.search.pareto import hypervolume, loss_bounds, losses
+from nas.search.study import WORKER_ATTR, alive_running, beat_once, fail_dead_trials, heartbeat, worker_id
+from nas.search.trials import (
+    DUPLICATE_ATTR,
+    EVALUATED_ATTR,
+    NON_FINITE_ATTR,
+    SUBNET_ATTR,
+    evaluated_by_key,
+    evaluations,
+    non_finite,
+)
+from nas.supernet.subnetwork import SubNetwork
+
+log = logging.getLogger(__name__)
+
+
+class _Progress:
+    """Trials done out of the budget, the best value of each objective and the hypervolume so far."""
+
+    def __init__(self, ctx: SearchContext, enabled: bool) -> None:
+        self.ctx = ctx
+        self.bar = tqdm(total=ctx.budget, desc=f"search {ctx.study.study_name}", disable=not enabled, unit="eval")
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.bar.disable:
+            return
+        done = evaluations(self.ctx.study)
+        self.bar.n = min(len(evaluated_by_key(self.ctx.study)), self.ctx.budget)
+        reference = reference_values(self.ctx.study)
+        if done and reference:
+            values = np.array([t.values for t in done])
+            best = {
+                o.name: (values[:, i].max() if o.maximize else values[:, i].min())
+                for i, o in enumerate(self.ctx.objectives)
+            }
+            hv = hypervolume(losses(values, self.ctx.objectives, reference), loss_bounds(self.ctx.objectives))
+            self.bar.set_postfix({**{k: f"{v:.4g}" for k, v in best.items()}, "hv": f"{hv:.4f}"}, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class Worker:
+    """The steps of `run_worker` for one process, with what they share (counters, random stream)."""
+
+    def __init__(self, ctx: SearchContext) -> None:
+        self.ctx = ctx
+        self.study = ctx.study
+        self.distinct = ctx.space.size()["distinct"]
+        self.patience = int(ctx.cfg.search.duplicate_patience)
+        self.rng = random.Random(int(ctx.cfg.search.seed) + len(self.study.get_trials(deepcopy=False)))
+        self.me = worker_id()
+        self.evaluated = 0
+        self.duplicates_in_a_row = 0
+        self.exhausted = False  # no unevaluated sub-network could be found
+
+    # --- the budget ------------------------------------------------------------------------------
+
+    def budget_open(self) -> bool:
+        """True while evaluations are missing; waits while the missing ones are in flight elsewhere."""
+        while not self.exhausted:
+            fail_dead_trials(self.study)
+            known = evaluated_by_key(self.study)
+            if len(known) >= self.ctx.budget:
+                return False
+            if len(known) >= self.distinct:
+                log.warning(
+                    "Every one of the %d distinct sub-networks is evaluated; stopping before the budget.", self.distinct
+                )
+                return False
+            if len(known) + len(alive_running(self.study)) < self.ctx.budget:
+                return True
+            time.sleep(1.0)  # the last evaluations are in flight in other workers
+        return False
+
+    # --- one trial -------------------------------------------------------------------------------
+
+    def propose(self) -> tuple[Trial, SubNetwork]:
+        """A new trial and the sub-network the sampler chose for it.
+
+        The trial records its worker and a first heartbeat before any parameter is suggested, so a
+        worker killed while the sampler works leaves a trial that the next run recognises as dead.
+        """
+        with experimental_features():  # heartbeats outside Study.optimize
+            trial = self.study.ask()
+        trial.set_user_attr(WORKER_ATTR, self.me)
+        beat_once(storage_of(self.study), trial_id_of(trial))
+        # The encoding's distributions, IntDistribution(0, choices - 1), through the public API.
+        params = {name: trial.suggest_int(name, 0, len(c) - 1) for name, c in self.ctx.encoding.choices.items()}
+        sub = self.ctx.encoding.decode(params)
+        trial.set_user_attr(SUBNET_ATTR, sub.to_json())
+        return trial, sub
+
+    def skipped_as_taken(self, trial: Trial, key: str) -> bool:
+        """Fail the trial (not an evaluation) when the budget filled meanwhile or another worker is
+        evaluating the same sub-network.
+
+        Running trials are read first, then completed ones: a trial finishing in between is counted
+        twice (we wait), never missed (the budget would be exceeded).
+        """
+        ahead = [t for t in alive_running(self.study) if t.number < trial.number]
+        known = evaluated_by_key(self.study)
+        if len(known) + len(ahead) < self.ctx.budget and all(t.user_attrs.get(SUBNET_ATTR) != key for t in ahead):
+            return False
+        trial.set_user_attr("skipped", "budget taken or the same sub-network in flight in another worker")
+        self.study.tell(trial, state=TrialState.FAIL)
+        return True
+
+    def answered_as_duplicate(self, trial: Trial, key: str) -> bool:
+        """Prune a trial whose sub-network was evaluated already (it costs no evaluation).
+
+        PRUNED trials are not members of the sampler's population either (NSGA-II ignores them), so a
+        generation is filled with distinct sub-networks, as pymoo's duplicate elimination does; the
+        values stay with the original trial.
+        """
+        known = evaluated_by_key(self.study)
+        if key not in known:
+            self.duplicates_in_a_row = 0
+            return False
+        trial.set_user_attr(DUPLICATE_ATTR, known[key].number)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self.duplicates_in_a_row += 1
+        if self.duplicates_in_a_row >= self.patience:
+            self._escape_convergence(set(known))
+        return True
+
+    def _escape_convergence(self, seen: set[str]) -> None:
+        """A converged population in a small space re-proposes what it has: make the next trial a random
+        sub-network not evaluated yet, so the budget is still met."""
+        for _ in range(10000):
+            sub = self.ctx.encoding.space.sample(self.rng)
+            if sub.to_json() not in seen:
+                self.study.enqueue_trial(
+                    self.ctx.encoding.encode(sub), user_attrs={"escape": "random after repeated duplicates"}
+                )
+                log.info(
+                    "%d duplicates in a row: the next trial is a random unevaluated sub-network.",
+                    self.duplicates_in_a_row,
+                )
+                self.duplicates_in_a_row = 0
+                return
+        log.warning(
+            "No unevaluated sub-network found in 10000 random draws; stopping at %d of %d.", len(seen), self.ctx.budget
+        )
+        self.exhausted = True
+
+    def evaluate(self, trial: Trial, sub: SubNetwork) -> None:
+        """Score the sub-network live and tell the values; a NaN or infinite value is recorded as an
+        evaluation (FAIL, with the values as text) so it is counted and never proposed for scoring again."""
+        try:
+            start = time.perf_counter()
+            with heartbeat(storage_of(self.study), trial_id_of(trial)):
+                values, details = self.ctx.scorer(sub)
+            trial.set_user_attr("details", details)
+            trial.set_user_attr("seconds", time.perf_counter() - start)
+            bad = non_finite(values)
+            if bad:
+                trial.set_user_attr(NON_FINITE_ATTR, {k: bad.get(k, v) for k, v in values.items()})
+                trial.set_user_attr(EVALUATED_ATTR, True)
+                self.study.tell(trial, state=TrialState.FAIL)
+                log.warning(
+                    "Trial %d, %s: %s is not finite; recorded as evaluated, left off the front.",
+                    trial.number,
+                    sub.describe(),
+                    ", ".join(f"{k}={v}" for k, v in bad.items()),
+                )
+            else:
+                trial.set_user_attr(EVALUATED_ATTR, True)
+                self.study.tell(trial, [values[o.name] for o in self.ctx.objectives])
+        except BaseException:
+            self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
+        self.evaluated += 1
+
+
+def run_worker(ctx: SearchContext, progress: bool = False) -> int:
+    """Propose, skip or look up or evaluate, until the study holds `n_trials` real evaluations; returns
+    how many this worker evaluated."""
+    worker = Worker(ctx)
+    bar = _Progress(ctx, progress)
+    try:
+        while worker.budget_open():
+            trial, sub = worker.propose()
+            key = sub.to_json()
+            if worker.skipped_as_taken(trial, key) or worker.answered_as_duplicate(trial, key):
+                continue
+            worker.evaluate(trial, sub)
+            bar.refresh()
+    finally:
+        bar.refresh()
+        bar.close()
+    return worker.evaluated
