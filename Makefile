@@ -36,10 +36,12 @@ test: $(STAMP) system-deps
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# Style, types, and the package's floors (no upward import, no cycle: tests/test_architecture.py).
 lint: $(STAMP)
-	$(PY) -m ruff check nas tests benchmarks hydra_plugins
-	$(PY) -m ruff format --check nas tests benchmarks hydra_plugins
+	$(PY) -m ruff check nas tests benchmarks hydra_plugins setup.py
+	$(PY) -m ruff format --check nas tests benchmarks hydra_plugins setup.py
 	$(PY) -m mypy
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_supernet.py

@@ -31,8 +31,8 @@ from hydra import compose, initialize_config_dir
 
 from nas.search.context import prepare
 from nas.search.outputs import hypervolume_rows
-from nas.search.runner import evaluate_reference
 from nas.search.worker import run_worker
+from nas.stages.search import evaluate_reference
 from nas.supernet.subnetwork import SubNetwork
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")

@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from nas import SearchSpace, load_model
-from nas.data_paths import data_file
+from nas.data.paths import data_file
 from nas.evaluation.perplexity import perplexity, tokenize
 
 

@@ -1,26 +1,25 @@
-"""What every command-line entry point shares."""
+"""What every command-line entry point shares: where the configs are, one clear line for our errors, and
+`hydra_main`, which makes an entry point's `main` out of the job it runs."""
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from typing import cast
 
-from nas.errors import NASError, OutputWriteError
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from nas.errors import OutputWriteError, nas_error_behind
 from nas.io.atomic import disk_full
+from nas.io.locations import config_dir
 
-# Absolute, so entry points also work when their `main` is imported (console scripts, tests).
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-
-
-def nas_error_behind(exc: BaseException | None) -> NASError | None:
-    """The `NASError` behind `exc`, following `raise ... from` links (Hydra wraps errors it builds)."""
-    while exc is not None:
-        if isinstance(exc, NASError):
-            return exc
-        exc = exc.__cause__
-    return None
+# Absolute, so entry points also work when their `main` is imported (console scripts, tests), and found
+# in a repository checkout or an installed wheel alike.
+CONFIG_DIR = str(config_dir())
 
 
 def in_multirun() -> bool:
@@ -52,3 +51,25 @@ def exit_on_nas_error() -> Iterator[None]:
         if in_multirun():
             raise cause from None
         raise SystemExit(f"Error: {cause}") from None
+
+
+def hydra_main(config_name: str, job: str, entry_module: str) -> Callable[[], None]:
+    """The `main()` of an entry point: Hydra composes `conf/<config_name>.yaml` from the command line, the
+    job runs with it and the run directory, and our own errors end the run with one line.
+
+    Args:
+        config_name: the entry config in `conf/`.
+        job: `"module:function"` of the stage or job, called as `function(cfg, run_dir)`; imported only
+            when it runs, so `--help` and tab completion answer without loading torch and transformers.
+        entry_module: the entry point's module (`nas.train`); Hydra names the job and its log after it.
+    """
+
+    def task(cfg: DictConfig) -> None:
+        module, _, function = job.partition(":")
+        with exit_on_nas_error():
+            getattr(importlib.import_module(module), function)(cfg, HydraConfig.get().runtime.output_dir)
+
+    task.__module__ = entry_module
+    task.__qualname__ = task.__name__ = "main"
+    main = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(task)
+    return cast(Callable[[], None], main)

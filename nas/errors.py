@@ -37,3 +37,12 @@ class OutputWriteError(NASError, OSError):
 
 class OutputFolderError(NASError, FileExistsError):
     """An output folder that holds files this project did not write (they are never deleted)."""
+
+
+def nas_error_behind(exc: BaseException | None) -> NASError | None:
+    """The `NASError` behind `exc`, following `raise ... from` links (Hydra wraps errors it builds)."""
+    while exc is not None:
+        if isinstance(exc, NASError):
+            return exc
+        exc = exc.__cause__
+    return None

@@ -7,7 +7,7 @@ from typing import Any
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 
-from nas.errors import NASError
+from nas.errors import nas_error_behind
 
 
 def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
@@ -19,6 +19,7 @@ def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return hydra_instantiate(config, *args, **kwargs)
     except InstantiationException as exc:
-        if isinstance(exc.__cause__, NASError):
-            raise exc.__cause__ from None
+        cause = nas_error_behind(exc)
+        if cause is not None:
+            raise cause from None
         raise

@@ -16,16 +16,15 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from nas.analysis import analyze_run
 from nas.analysis.architecture import choice_distribution, dimensions, per_layer_probability, top_count
 from nas.analysis.options import AnalysisOptions
 from nas.analysis.quantized import read_quantized
-from nas.analysis.report import build_document
+from nas.analysis.report import analyze_run, build_document
 from nas.analysis.run import Evaluation, RunData
 from nas.analysis.selection import select
 from nas.errors import NASError
 from nas.search.objectives import Objective
-from nas.search.runner import run_search
+from nas.stages.search import run_search
 from nas.supernet.subnetwork import SubNetwork
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -167,7 +166,7 @@ def test_cli_reads_a_pipeline_run_with_quantized_results(search_dir, tmp_path):
     ]
     speeds.append({"trial": "reference", "prefill_tokens_per_s": 1500.0, "decode_tokens_per_s": 50.0})
     (pipeline / "speed.json").write_text(json.dumps(speeds))
-    from nas.analyze import run_analysis
+    from nas.stages.analyze import run_analysis
 
     result = run_analysis(compose_config("analyze", [f"run_dir={pipeline}", "analysis.size_fractions=[0.7]"]))
     assert Path(result["out_dir"]) == pipeline / "report" and result["quantized_methods"] == ["int8"]

@@ -9,9 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from test_eval_evaluator import write_synthetic_data
 
+from nas.data.sources import MalformedDataError
 from nas.errors import NASError
-from nas.evaluate import run_evaluation
-from nas.evaluation.sources import MalformedDataError
+from nas.stages.evaluate import run_evaluation
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 FAST = ["model=tiny_llama", "search_space=layers_only", "evaluator.progress=false", "speed.repeats=1"]

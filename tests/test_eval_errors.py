@@ -7,10 +7,10 @@ import json
 import pytest
 from test_eval_evaluator import write_synthetic_data
 
+from nas.data import benchmarks as datasets_module
+from nas.data.sources import MalformedDataError, UnknownTaskError
 from nas.errors import DataNotFoundError, NASError
-from nas.evaluation import datasets as datasets_module
 from nas.evaluation.registry import load_task
-from nas.evaluation.sources import MalformedDataError, UnknownTaskError
 from nas.evaluation.task import Selection
 
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from nas.data_paths import resolve_data_dir
+from nas.data.paths import resolve_data_dir
 from nas.errors import DataNotFoundError
 from nas.evaluation import mc_metrics
 from nas.evaluation.lm_eval_reference import reference_tasks

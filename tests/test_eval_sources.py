@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from test_eval_evaluator import write_synthetic_data
 
-from nas.data_paths import resolve_data_dir
+from nas.data import benchmarks as datasets_module
+from nas.data.benchmarks import MMLU, Arc, HellaSwag, Piqa, Winogrande
+from nas.data.paths import resolve_data_dir
 from nas.errors import DataNotFoundError
-from nas.evaluation import datasets as datasets_module
-from nas.evaluation.datasets import MMLU, Arc, HellaSwag, Piqa, Winogrande
 
 try:
     DATA: object = resolve_data_dir()

@@ -35,7 +35,7 @@ def test_bad_settings():
 
 @pytest.mark.parametrize("kind", ["uniform", "per-layer"])
 def test_exported_model_is_timed_too(tiny, kind):
-    from nas.evaluation.speed import measure_exported
+    from nas.export.speed import measure_exported
 
     model, _ = tiny
     sub = SubNetwork((0, 2), (64, 64), (4, 4), 64) if kind == "uniform" else SubNetwork((0, 3), (32, 128), (2, 4), 64)

@@ -88,10 +88,10 @@ def test_export_honours_the_layer_order_of_a_reordered_model(tiny_inputs, tmp_pa
     from nas import SearchSpace, load_model
     from nas.data.calibration import CalibrationSet
     from nas.models.pretrained import from_pretrained
-    from nas.reorder import reorder_model, save_reordered
+    from nas.stages.reorder import reorder_model, save_reordered
 
     # Importance reordering: neurons, heads and channels permuted, layers left in place and ranked in
-    # config.nas_layer_order; saved and loaded again, as `nas.reorder` then `nas.export` would. In a random
+    # config.nas_layer_order; saved and loaded again, as `nas.stages.reorder` then `nas.export` would. In a random
     # model earlier layers change the hidden state most (order 0, 1, 2, 3); layer 1, made to change it
     # little, ranks last.
     model, tokenizer = load_model("tiny_llama")

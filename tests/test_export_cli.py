@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 
 from nas import SubNetwork
 from nas.errors import InvalidSubNetworkError
-from nas.export.__main__ import run_export
+from nas.stages.export import run_export
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -66,7 +66,7 @@ def test_corrupt_subnet_file_fails_before_the_model_loads(tmp_path, monkeypatch,
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the sub-network file was checked")
 
-    monkeypatch.setattr("nas.export.__main__.instantiate", no_model)
+    monkeypatch.setattr("nas.stages.export.instantiate", no_model)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("export", overrides=["model=tiny_llama", f"subnet={path}", f"out_dir={tmp_path / 'out'}"])
     with pytest.raises(InvalidSubNetworkError, match=message) as error:

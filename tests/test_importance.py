@@ -8,7 +8,7 @@ import torch
 from nas import SearchSpace, SubNetwork, load_model
 from nas.evaluation.perplexity import perplexity
 from nas.supernet.importance import ImportanceError, ImportanceScores, compute_importance, descending_order
-from nas.supernet.reorder import reorder_by_importance
+from nas.supernet.permutation import reorder_by_importance
 
 KLEIN = {
     "name": "klein",

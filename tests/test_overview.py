@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from nas import SearchSpace, SubNetwork, load_model
 from nas.errors import InvalidSubNetworkError, NASError
 from nas.evaluation.perplexity import perplexity, tokenize
-from nas.overview import run_overview
+from nas.stages.overview import run_overview
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "Sub-networks of one super-network share their weights, so scoring many of them is cheap. " * 12
@@ -125,7 +125,7 @@ def test_bad_subnet_spec_fails_before_loading_the_model(text_file, tmp_path, mon
     def no_instantiate(*args, **kwargs):
         raise AssertionError("the model must not load when a sub-network name is wrong")
 
-    monkeypatch.setattr("nas.overview.instantiate", no_instantiate)
+    monkeypatch.setattr("nas.stages.overview.instantiate", no_instantiate)
     cfg = compose_overview(*tiny_overrides(text_file, "export.subnet=biggest"))
     with pytest.raises(
         InvalidSubNetworkError, match=r"Unknown sub-network 'biggest'; use full, largest, smallest, random:<seed>"

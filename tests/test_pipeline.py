@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from test_search_job import TEXT
 
 from nas.errors import NASError, SearchConfigError
-from nas.pipeline import run_pipeline
+from nas.stages.pipeline import run_pipeline
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
@@ -102,8 +102,8 @@ def test_rerunning_a_finished_pipeline_does_no_work(finished, monkeypatch):
     def no_work(*args, **kwargs):
         raise AssertionError("a finished stage ran again")
 
-    monkeypatch.setattr("nas.train.run_training", no_work)
-    monkeypatch.setattr("nas.search.runner.run_search", no_work)
+    monkeypatch.setattr("nas.stages.train.run_training", no_work)
+    monkeypatch.setattr("nas.stages.search.run_search", no_work)
     again = run_pipeline(compose_pipeline(overrides), tmp / "run")
     assert again["stages"] == json.loads(json.dumps(summary["stages"]))
     assert set(again["seconds"].values()) == {0.0}
@@ -115,7 +115,7 @@ def test_a_failed_stage_keeps_earlier_outputs_and_the_rerun_continues_there(tmp_
     def crash(*args, **kwargs):
         raise RuntimeError("out of memory while quantizing")
 
-    monkeypatch.setattr("nas.quantization.stage.quantize_pareto_set", crash)
+    monkeypatch.setattr("nas.stages.quantize.quantize_pareto_set", crash)
     with pytest.raises(RuntimeError, match="out of memory"):
         run_pipeline(compose_pipeline(overrides), tmp_path / "run")
     search = tmp_path / "run" / "search"
@@ -126,7 +126,7 @@ def test_a_failed_stage_keeps_earlier_outputs_and_the_rerun_continues_there(tmp_
     def no_work(*args, **kwargs):
         raise AssertionError("the finished search ran again")
 
-    monkeypatch.setattr("nas.search.runner.run_search", no_work)
+    monkeypatch.setattr("nas.stages.search.run_search", no_work)
     summary = run_pipeline(compose_pipeline(overrides), tmp_path / "run")
     assert summary["seconds"]["search"] == 0.0 and summary["seconds"]["quantize"] > 0
     assert (tmp_path / "run" / "analyze" / "report.md").is_file()

@@ -18,12 +18,12 @@ from hydra import compose, initialize_config_dir
 
 from nas.errors import OutputFolderError, OutputWriteError
 from nas.evaluation.results import ResultsCache, TaskResult, weights_fingerprint
-from nas.export.__main__ import run_export
 from nas.export.standalone import export_sub_network
 from nas.io.atomic import CorruptFileError, write_json
 from nas.io.folders import MANIFEST_FILE
 from nas.io.locks import RunDirLock, RunDirLockedError
 from nas.quantization.quantize import quantize_sub_network, save_quantized
+from nas.stages.export import run_export
 from nas.supernet.subnetwork import SubNetwork
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def refuse_model_loading(monkeypatch) -> None:
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the output folder was checked")
 
-    monkeypatch.setattr("nas.export.__main__.instantiate", no_model)
+    monkeypatch.setattr("nas.stages.export.instantiate", no_model)
 
 
 # --- exports -------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def test_a_failed_json_write_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 def test_a_damaged_stage_record_is_one_clear_message(tmp_path):
-    from nas.pipeline import StageRecord
+    from nas.stages.pipeline import StageRecord
 
     record = StageRecord(tmp_path / "search", {"a": 1})
     record.save({"done": True}, 1.0)
@@ -291,7 +291,7 @@ def test_the_fingerprint_sees_weights_rewritten_in_place_on_disk(tmp_path):
 def test_a_second_pipeline_on_the_same_run_directory_is_refused(tmp_path):
     from test_pipeline import compose_pipeline, tiny_pipeline
 
-    from nas.pipeline import run_pipeline
+    from nas.stages.pipeline import run_pipeline
 
     holder = subprocess.Popen(
         [

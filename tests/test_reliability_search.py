@@ -20,11 +20,11 @@ from optuna.trial import TrialState
 from test_search_job import base_overrides, check_no_repeats, compose_search, load, real
 
 from nas.errors import SearchConfigError, SearchSpaceError
+from nas.search.objective_scorer import ObjectiveScorer
 from nas.search.outputs import write_outputs
-from nas.search.runner import run_search
-from nas.search.scoring import ObjectiveScorer
 from nas.search.study import REFERENCE_ATTR, SIGNATURE_ATTR, create_or_resume, open_storage
 from nas.search.trials import EVALUATED_ATTR, NON_FINITE_ATTR
+from nas.stages.search import run_search
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +91,7 @@ def test_a_nan_reference_stops_the_search_before_it_starts(tmp_path, monkeypatch
 
 SEARCH = """
 from test_search_job import compose_search
-from nas.search.runner import run_search
+from nas.stages.search import run_search
 run_search(compose_search({overrides!r}), {out!r})
 """
 
@@ -257,12 +257,12 @@ def test_bad_search_input_fails_before_the_model_loads(tmp_path, monkeypatch, ov
 def test_bad_evaluate_limit_fails_before_the_model_loads(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from nas.evaluate import run_evaluation
+    from nas.stages.evaluate import run_evaluation
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the limit was checked")
 
-    monkeypatch.setattr("nas.evaluate.instantiate", no_model)
+    monkeypatch.setattr("nas.stages.evaluate.instantiate", no_model)
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("evaluate", overrides=["model=tiny_llama", "limit=0", "speed=null"])
     with pytest.raises(Exception, match="limit=0: use a positive whole number"):

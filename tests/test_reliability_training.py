@@ -8,9 +8,9 @@ import json
 import pytest
 from test_train_cli import TINY, compose_train
 
+from nas.data.instructions import DataFormatError
 from nas.errors import NASError
-from nas.train import run_training
-from nas.training.instruction_data import DataFormatError
+from nas.stages.train import run_training
 
 SHORT = [*TINY, "trainer.max_steps=2", "checkpoint_every_n_steps=1", "trainer.val_check_interval=1000"]
 

@@ -16,7 +16,7 @@ from nas.data.calibration import CalibrationError, CalibrationSet
 from nas.errors import DataNotFoundError
 from nas.instantiate import instantiate
 from nas.models.tiny import byte_tokenizer
-from nas.reorder import IMPORTANCE_FILE, ReorderConfigError, run_reorder
+from nas.stages.reorder import IMPORTANCE_FILE, ReorderConfigError, run_reorder
 
 PROJECT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(PROJECT / "conf")

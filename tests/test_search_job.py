@@ -17,8 +17,8 @@ from optuna.trial import TrialState
 from test_eval_evaluator import write_synthetic_data
 
 from nas.errors import NASError, SearchConfigError
-from nas.search.runner import run_search
 from nas.search.study import REFERENCE_ATTR
+from nas.stages.search import run_search
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,8 +103,8 @@ KILLER = textwrap.dedent(
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     from test_search_job import compose_search
-    from nas.search import runner
-    from nas.search.scoring import ObjectiveScorer
+    from nas.stages import search as runner
+    from nas.search.objective_scorer import ObjectiveScorer
 
     original, calls = ObjectiveScorer.__call__, []
 

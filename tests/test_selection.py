@@ -6,7 +6,7 @@ import pytest
 
 from nas import ModelShape, SearchSpace, SubNetwork
 from nas.errors import InvalidSubNetworkError
-from nas.supernet.selection import check_spec, select_sub_network
+from nas.supernet.named import check_spec, select_sub_network
 
 SHAPE = ModelShape(
     num_layers=4, hidden_size=64, intermediate_size=128, num_heads=4, num_kv_heads=2, head_dim=16,

@@ -10,9 +10,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from nas.data.instructions import DataFormatError
 from nas.errors import DataNotFoundError, NASError
-from nas.train import run_training
-from nas.training.instruction_data import DataFormatError
+from nas.stages.train import run_training
 from nas.training.module import NonFiniteLossError
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -229,7 +229,7 @@ def test_nan_in_the_distillation_loss_stops_the_run(tmp_path, monkeypatch):
 
 
 def test_wandb_logs_offline(tmp_path, monkeypatch):
-    # Offline must come from the config's default (logger.offline), not from the environment.
+    # Offline must come from the config's default (the one W&B switch, wandb.mode), not from the environment.
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -244,7 +244,7 @@ def test_wandb_logs_offline(tmp_path, monkeypatch):
                 "save_supernet=false",
             ],
         )
-    assert cfg.logger.offline is True
+    assert cfg.logger.mode == "offline"
     run_training(cfg, tmp_path)
     import wandb
 

@@ -19,7 +19,7 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 
 from nas import SearchSpace
 from nas.errors import NASError
-from nas.train import accumulation_steps, training_placement
+from nas.stages.train import accumulation_steps, training_placement
 from nas.training.module import SuperNetModule
 from nas.training.samplers import UniformSampler
 from nas.training.strategies import StandardStrategy

@@ -10,9 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from nas import SearchSpace, SubNetwork
-from nas.errors import DataNotFoundError, NASError
-from nas.training.batch_stream import ResumableBatchSampler
-from nas.training.instruction_data import (
+from nas.data.instructions import (
     IGNORE_INDEX,
     PROMPT_NO_INPUT,
     DataFormatError,
@@ -21,6 +19,8 @@ from nas.training.instruction_data import (
     load_alpaca_records,
     tokenize_record,
 )
+from nas.errors import DataNotFoundError, NASError
+from nas.training.batch_stream import ResumableBatchSampler
 from nas.training.samplers import CalibrateMagSampler, GridParamsSampler, UniformSampler, weight_magnitude
 from nas.training.strategies import (
     AlternatingStrategy,
@@ -245,7 +245,7 @@ def test_sub_network_gradient_only_on_its_slices(tiny, tiny_inputs, space):
 
 
 def test_packing_fills_whole_sequences_and_keeps_labels(tiny):
-    from nas.training.instruction_data import pack
+    from nas.data.instructions import pack
 
     _, tokenizer = tiny
     records = [{"instruction": f"Question {i}?", "output": "answer " * i} for i in range(1, 8)]

@@ -1,4 +1,5 @@
-"""Matplotlib on the headless Agg backend, and saving figures as PNG files without external metadata."""
+"""Matplotlib figures made without pyplot (so no GUI backend and no global state: they render with Agg on any
+server), and saved as PNG files without external metadata."""
 
 from __future__ import annotations
 
@@ -6,11 +7,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers; set before pyplot is imported
-
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 REFERENCE_COLOR = "tab:red"
 FRONT_COLOR = "tab:blue"
@@ -20,7 +17,8 @@ OTHER_QUANTIZED = [("D", "tab:orange"), ("P", "tab:brown"), ("X", "tab:pink")]
 
 def figure(width: float = 6.4, height: float = 4.4, ncols: int = 1) -> tuple[Any, Any]:
     """A new figure and its axes (a list of axes when ncols > 1)."""
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols if ncols > 1 else width, height), squeeze=True)
+    fig = Figure(figsize=(width * ncols if ncols > 1 else width, height))
+    axes = fig.subplots(1, ncols, squeeze=True)
     return fig, axes
 
 
@@ -30,13 +28,12 @@ def quantized_style(method: str, index: int) -> tuple[str, str]:
 
 
 def save(fig: Any, path: str | Path, dpi: int = 110) -> Path:
-    """Write `fig` as a PNG (parents created) and close it."""
+    """Write `fig` as a PNG (parents created); a figure made without pyplot needs no closing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     # No "Software" text chunk: the embedded report should name no outside address at all.
     fig.savefig(path, format="png", dpi=dpi, metadata={"Software": None})
-    plt.close(fig)
     return path
 
 

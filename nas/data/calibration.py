@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from nas.data_paths import text_source
+from nas.data.paths import text_source
+from nas.data.sources import read_jsonl
 from nas.errors import NASError
-from nas.evaluation.sources import read_jsonl
 
 
 class CalibrationError(NASError, ValueError):

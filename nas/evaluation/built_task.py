@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nas.evaluation.batching import Batch, make_batches
-from nas.evaluation.encoding import RequestEncoder
 from nas.evaluation.mc_metrics import ITEM_METRICS, aggregate, predictions
 from nas.evaluation.packing import PackedRow, pack, split_group_prefix
 from nas.evaluation.prompts import Item
+from nas.evaluation.requests import RequestEncoder
 from nas.evaluation.results import TaskResult
 from nas.evaluation.task import MultipleChoiceTask, Selection
 

@@ -26,8 +26,8 @@ from transformers import PreTrainedTokenizerBase
 
 from nas.errors import NASError
 from nas.evaluation.built_task import CPU_FORWARD_COST, CUDA_FORWARD_COST, BuiltTask, build_task
-from nas.evaluation.encoding import RequestEncoder, max_length
 from nas.evaluation.loglikelihood import ForwardTimer, score_batches
+from nas.evaluation.requests import RequestEncoder, max_length
 from nas.evaluation.results import ResultsCache, TaskResult, sub_network_key, weights_fingerprint
 from nas.evaluation.task import MultipleChoiceTask, Selection
 

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from nas.evaluation.datasets import Doc
+from nas.data.benchmarks import Doc
 from nas.evaluation.task import MultipleChoiceTask
 
 # Our task name -> lm-eval's YAML (relative to lm_eval/tasks/); MMLU has one lm-eval task per subject.

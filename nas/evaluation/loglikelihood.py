@@ -34,10 +34,6 @@ class ForwardTimer:
     forwards: int = 0
     batches: list[float] = field(default_factory=list)
 
-    @property
-    def outside_share(self) -> float:
-        return 1.0 - self.forward_s / self.total_s if self.total_s > 0 else 0.0
-
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nas.evaluation.encoding import EncodedRequest
+from nas.evaluation.requests import EncodedRequest
 
 
 @dataclass(frozen=True)

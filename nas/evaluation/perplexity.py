@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from nas.data_paths import text_source
+from nas.data.paths import text_source
 from nas.errors import NASError
 
 _IGNORE = -100  # label of the last position of each window, which has no next token

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nas.cli import nas_error_behind
-from nas.evaluation.sources import UnknownTaskError
+from nas.data.sources import UnknownTaskError
 from nas.evaluation.task import MultipleChoiceTask
+from nas.instantiate import instantiate
+from nas.io.locations import config_dir
 
-TASK_CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf" / "task"
+
+def _task_configs() -> Path:
+    return config_dir() / "task"
 
 
 def available_tasks() -> list[str]:
     """Names of the task configs in `conf/task/`."""
-    return sorted(p.stem for p in TASK_CONFIG_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in _task_configs().glob("*.yaml"))
 
 
 def _unknown(name: str) -> UnknownTaskError:
@@ -28,7 +29,7 @@ def _unknown(name: str) -> UnknownTaskError:
 
 def task_config(name: str) -> DictConfig:
     """The config node of one task (each file holds one top-level key, its name)."""
-    path = TASK_CONFIG_DIR / f"{name}.yaml"
+    path = _task_configs() / f"{name}.yaml"
     if not path.is_file():
         raise _unknown(name)
     cfg = OmegaConf.load(path)
@@ -37,14 +38,7 @@ def task_config(name: str) -> DictConfig:
 
 
 def _instantiate(cfg: Any) -> MultipleChoiceTask:
-    try:
-        return instantiate(cfg, _convert_="all")
-    except InstantiationException as exc:
-        # Hydra wraps the constructor's error; surface ours, whose message names the key to fix.
-        cause = nas_error_behind(exc)
-        if cause is None:
-            raise
-        raise cause from None
+    return cast(MultipleChoiceTask, instantiate(cfg, _convert_="all"))
 
 
 def load_task(name: str, **overrides: Any) -> MultipleChoiceTask:

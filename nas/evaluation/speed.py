@@ -9,16 +9,15 @@ load average next to them.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from nas.errors import NASError
 from nas.evaluation.hf_compat import cache_kwargs, cache_of
@@ -60,6 +59,7 @@ class ThroughputMeter:
         warmup: untimed runs before the repeats.
         repeats: timed runs; the median is reported.
         seed: seeds the random prompt tokens.
+        progress: show a progress bar over the timed runs (a long measurement on a busy machine says so).
     """
 
     batch_size: int = 8
@@ -68,6 +68,7 @@ class ThroughputMeter:
     warmup: int = 1
     repeats: int = 5
     seed: int = 0
+    progress: bool = False
 
     def __post_init__(self) -> None:
         if min(self.batch_size, self.prompt_len, self.repeats) < 1 or self.warmup < 0 or self.new_tokens < 0:
@@ -77,11 +78,12 @@ class ThroughputMeter:
             )
 
     def _timed(
-        self, fn: Callable[[Any], Any], device: torch.device, setup: Callable[[], Any] = lambda: None
+        self, fn: Callable[[Any], Any], device: torch.device, setup: Callable[[], Any] = lambda: None, what: str = ""
     ) -> list[float]:
         """Seconds of `fn(setup())` per repeat; `setup` runs untimed before each run."""
         times = []
-        for i in range(self.warmup + self.repeats):
+        runs = range(self.warmup + self.repeats)
+        for i in tqdm(runs, desc=f"speed: {what}", unit="run", disable=not self.progress, leave=False):
             state = setup()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -102,11 +104,11 @@ class ThroughputMeter:
         vocab = int(model.config.vocab_size)
         prompt = torch.randint(0, vocab, (self.batch_size, self.prompt_len), generator=generator).to(device)
         load_before = _load()
-        prefill = self._timed(lambda _: model(input_ids=prompt, use_cache=False).logits, device)
+        prefill = self._timed(lambda _: model(input_ids=prompt, use_cache=False).logits, device, what="prefill")
         decode = []
         if self.new_tokens:
             decode = self._timed(
-                lambda state: self._decode(model, *state), device, lambda: self._prefill(model, prompt)
+                lambda state: self._decode(model, *state), device, lambda: self._prefill(model, prompt), "decode"
             )
         tokens = self.batch_size * self.prompt_len
         return SpeedResult(
@@ -134,23 +136,3 @@ class ThroughputMeter:
         for _ in range(self.new_tokens):
             out = model(input_ids=token, use_cache=True, **cache_kwargs(model, cache))
             cache, token = cache_of(out), out.logits[:, -1].argmax(dim=-1, keepdim=True)
-
-
-def measure_exported(meter: ThroughputMeter, model: Any, sub: Any) -> SpeedResult:
-    """The same measurement on `sub` exported as a standalone model (written to a temporary folder).
-
-    Per-layer (heterogeneous) sub-networks load through the modeling file the export writes beside the
-    weights (`trust_remote_code=True` on code this project generated); uniform ones need no remote code.
-    """
-    import tempfile
-
-    from transformers import AutoModelForCausalLM
-
-    from nas.export.standalone import export_sub_network
-
-    param = next(model.parameters())
-    with tempfile.TemporaryDirectory(prefix="nas-speed-") as tmp:
-        folder = export_sub_network(model, sub, Path(tmp) / "export")
-        remote = "auto_map" in json.loads((Path(folder) / "config.json").read_text())
-        exported = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=remote, dtype=param.dtype)
-        return meter.measure(exported.to(param.device).eval())

@@ -12,11 +12,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from nas.data.benchmarks import Benchmark, Doc
+from nas.data.sources import check_source
 from nas.errors import NASError
-from nas.evaluation.datasets import Benchmark, Doc
 from nas.evaluation.mc_metrics import check_metrics
 from nas.evaluation.prompts import Item, Prompt
-from nas.evaluation.sources import check_source
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class MultipleChoiceTask:
 
     Args:
         name: the task's name (also lm-eval's).
-        documents: where the documents come from (`nas.evaluation.datasets`).
+        documents: where the documents come from (`nas.data.benchmarks`).
         prompt: lm-eval's prompt for it (`nas.evaluation.prompts`).
         split: the split lm-eval scores (test when the dataset has one, else validation).
         metrics: per-item metrics to report (`acc`, `acc_norm`, `mc2`).

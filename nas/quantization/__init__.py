@@ -10,7 +10,7 @@ from nas.quantization.quantize import (
     quantize_sub_network,
     save_quantized,
 )
-from nas.quantization.scoring import score_quantized
+from nas.quantization.scores import score_quantized
 
 __all__ = [
     "METHODS",

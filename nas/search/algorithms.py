@@ -1,4 +1,5 @@
-"""The search algorithms of `conf/search/` as Optuna samplers: nsga2, linas and random."""
+"""The search algorithms of `conf/search/` (`search.sampler._target_`): each turns the search settings into a
+seeded Optuna sampler. NSGA-II (LLaMA-NAS's settings), LINAS (NSGA-II on predictors) and random search."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from nas.search.encoding import SearchEncoding
 from nas.search.evolution import Operators
 from nas.search.linas import LinasSampler
 from nas.search.objectives import Objective
+from nas.search.optuna_compat import experimental_features
 from nas.supernet.subnetwork import SubNetwork
 
-ALGORITHMS = ("nsga2", "linas", "random")
+Analytic = Callable[[SubNetwork], dict[str, float]]
+OnRound = Callable[[dict[str, Any]], None]
 
 
 def operators(search: DictConfig) -> Operators:
@@ -27,37 +30,75 @@ def operators(search: DictConfig) -> Operators:
     )
 
 
-def make_sampler(
-    search: DictConfig,
-    encoding: SearchEncoding,
-    objectives: Sequence[Objective],
-    analytic: Callable[[SubNetwork], dict[str, float]],
-    seed: int,
-    on_round: Callable[[dict[str, Any]], None] | None = None,
-) -> BaseSampler:
-    """The sampler of `search.algorithm`, seeded."""
-    if search.algorithm == "random":
+class RandomSearch:
+    """Uniform random sampling of the encoding: the baseline."""
+
+    name = "random"
+    uses_population = False
+
+    def __call__(
+        self,
+        search: DictConfig,
+        encoding: SearchEncoding,
+        objectives: Sequence[Objective],
+        analytic: Analytic,
+        seed: int,
+        on_round: OnRound | None = None,
+    ) -> BaseSampler:
         return RandomSampler(seed=seed)
-    ops = operators(search)
-    if search.algorithm == "nsga2":
-        return NSGAIISampler(
+
+
+class Nsga2(RandomSearch):
+    """Optuna's NSGA-II: `population_size`, SBX crossover and polynomial mutation with their probabilities and etas."""
+
+    name = "nsga2"
+    uses_population = True
+
+    def __call__(
+        self,
+        search: DictConfig,
+        encoding: SearchEncoding,
+        objectives: Sequence[Objective],
+        analytic: Analytic,
+        seed: int,
+        on_round: OnRound | None = None,
+    ) -> BaseSampler:
+        ops = operators(search)
+        with experimental_features():  # SBX crossover and polynomial mutation
+            return NSGAIISampler(
+                population_size=int(search.population_size),
+                crossover=SBXCrossover(eta=ops.crossover_eta),
+                crossover_prob=ops.crossover_prob,
+                mutation=PolynomialMutation(eta=ops.mutation_eta),
+                mutation_prob=ops.mutation_prob,
+                seed=seed,
+            )
+
+
+class Linas(Nsga2):
+    """LINAS: NSGA-II on performance predictors (`search.linas`), one population per round to real evaluation."""
+
+    name = "linas"
+
+    def __call__(
+        self,
+        search: DictConfig,
+        encoding: SearchEncoding,
+        objectives: Sequence[Objective],
+        analytic: Analytic,
+        seed: int,
+        on_round: OnRound | None = None,
+    ) -> BaseSampler:
+        return LinasSampler(
+            encoding,
+            objectives,
+            analytic,
             population_size=int(search.population_size),
-            crossover=SBXCrossover(eta=ops.crossover_eta),
-            crossover_prob=ops.crossover_prob,
-            mutation=PolynomialMutation(eta=ops.mutation_eta),
-            mutation_prob=ops.mutation_prob,
+            round_size=search.linas.get("round_size"),
+            inner_population=int(search.linas.inner_population),
+            generations=int(search.linas.generations),
+            operators=operators(search),
+            predictor=str(search.linas.predictor),
             seed=seed,
+            on_round=on_round,
         )
-    return LinasSampler(
-        encoding,
-        objectives,
-        analytic,
-        population_size=int(search.population_size),
-        round_size=search.linas.get("round_size"),
-        inner_population=int(search.linas.inner_population),
-        generations=int(search.linas.generations),
-        operators=ops,
-        predictor=str(search.linas.predictor),
-        seed=seed,
-        on_round=on_round,
-    )

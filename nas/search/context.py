@@ -14,18 +14,16 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from nas.errors import SearchConfigError
-from nas.evaluation.encoding import max_length
-from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.registry import load_task
+from nas.evaluation.requests import max_length
 from nas.evaluation.results import weights_fingerprint
 from nas.evaluation.task import Selection
 from nas.instantiate import instantiate
-from nas.search.algorithms import ALGORITHMS, make_sampler
+from nas.io.locations import config_dir
 from nas.search.encoding import SearchEncoding
+from nas.search.objective_scorer import ObjectiveScorer
 from nas.search.objectives import SPEED, Objective, parse_objectives, task_names
-from nas.search.optuna_compat import experimental_features
 from nas.search.outputs import ROUNDS_ATTR
-from nas.search.scoring import ObjectiveScorer
 from nas.search.study import create_or_resume, open_storage, storage_url
 from nas.supernet.search_space import SearchSpace
 
@@ -57,11 +55,53 @@ def _count(value: Any, key: str, minimum: int, why: str) -> int:
     return value
 
 
+# The settings a search reads (conf/search/*.yaml); anything else under `search` is a typo or an idea the
+# search does not have, and is refused rather than silently ignored.
+SEARCH_KEYS = frozenset(
+    {
+        "algorithm",
+        "sampler",
+        "n_trials",
+        "population_size",
+        "seed",
+        "n_workers",
+        "storage",
+        "study_name",
+        "crossover_prob",
+        "crossover_eta",
+        "mutation_prob",
+        "mutation_eta",
+        "heartbeat_interval",
+        "grace_period",
+        "duplicate_patience",
+        "progress",
+        "linas",
+    }
+)
+LINAS_KEYS = frozenset({"predictor", "inner_population", "generations", "round_size"})
+
+
+def _check_known_keys(search: DictConfig) -> None:
+    for where, node, known in (("search", search, SEARCH_KEYS), ("search.linas", search.get("linas"), LINAS_KEYS)):
+        unknown = sorted(set(node or {}) - known)
+        if unknown:
+            raise SearchConfigError(
+                f"Unknown setting(s) {', '.join(f'{where}.{k}' for k in unknown)}: the search does not read them. "
+                f"The known {where} settings are {sorted(known)}."
+            )
+
+
 def check_search_config(cfg: DictConfig) -> list[Objective]:
     """Everything that can be checked before loading a model; returns the objectives."""
     search = cfg.search
-    if search.algorithm not in ALGORITHMS:
-        raise SearchConfigError(f"Unknown search.algorithm {search.algorithm!r}; available: {list(ALGORITHMS)}.")
+    _check_known_keys(search)
+    algorithm = instantiate(search.sampler)  # a _target_ that does not exist fails here
+    if search.algorithm != algorithm.name:
+        available = sorted(p.stem for p in (config_dir() / "search").glob("*.yaml"))
+        raise SearchConfigError(
+            f"search.algorithm={search.algorithm!r} does not name the algorithm in use ({algorithm.name}); choose an "
+            f"algorithm with search=<name>; available: {available}."
+        )
     objectives = parse_objectives(cfg.objectives)
     for name in task_names(objectives):
         load_task(name)  # unknown task names fail here, listing the available ones
@@ -71,7 +111,7 @@ def check_search_config(cfg: DictConfig) -> list[Objective]:
         Selection(evaluator.get("limit"), evaluator.get("limit_mode", "first"), evaluator.get("seed", 0))
     n_trials = _count(search.n_trials, "search.n_trials", 1, "the budget of real evaluations")
     _count(search.n_workers, "search.n_workers", 1, "worker processes")
-    if search.algorithm != "random":
+    if algorithm.uses_population:
         population = _count(search.population_size, "search.population_size", 2, f"{search.algorithm}'s population")
         if n_trials < population:
             raise SearchConfigError(
@@ -86,14 +126,15 @@ def check_search_config(cfg: DictConfig) -> list[Objective]:
 
 
 def load_supernet(cfg: DictConfig) -> tuple[Any, Any]:
-    """The super-network to search: `supernet` (a saved folder) when set, else `model` as configured."""
-    if cfg.get("supernet"):
-        from nas.models.pretrained import from_pretrained
+    """The super-network to search: `model` as configured (`model=pretrained model.name_or_path=<folder>` for
+    a trained one), built the one way every job builds a model."""
+    return cast(tuple[Any, Any], instantiate(cfg.model))
 
-        return from_pretrained(
-            str(cfg.supernet), device=cfg.model.get("device", "cpu"), dtype=cfg.model.get("dtype", "float32")
-        )
-    return instantiate(cfg.model)
+
+def _values_that_matter(node: DictConfig) -> dict[str, Any]:
+    """A settings node without the keys that only change what is shown (`progress`)."""
+    values = cast(dict[str, Any], OmegaConf.to_container(node, resolve=True))
+    return {k: v for k, v in values.items() if k != "progress"}
 
 
 def signature(cfg: DictConfig, model: Any, space: SearchSpace, objectives: list[Objective]) -> dict[str, Any]:
@@ -112,7 +153,7 @@ def signature(cfg: DictConfig, model: Any, space: SearchSpace, objectives: list[
             if "perplexity" in kinds and ppl is not None
             else None
         ),
-        "speed": OmegaConf.to_container(speed) if kinds & SPEED and speed is not None else None,
+        "speed": _values_that_matter(speed) if kinds & SPEED and speed is not None else None,
         "weights": weights_fingerprint(model),
         "algorithm": cfg.search.algorithm,
     }
@@ -134,9 +175,9 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
     evaluator = None
     if task_names(objectives):
         tasks = [load_task(name) for name in task_names(objectives)]
-        options = cast(dict[str, Any], OmegaConf.to_container(cfg.evaluator, resolve=True))
-        options.pop("_target_", None)
-        evaluator = Evaluator(tasks, tokenizer, max_length(model.config, tokenizer), **options)
+        evaluator = instantiate(
+            cfg.evaluator, tasks=tasks, tokenizer=tokenizer, max_length=max_length(model.config, tokenizer)
+        )
     scorer = ObjectiveScorer(model, tokenizer, objectives, evaluator, perplexity_evaluator, meter)
 
     directions = [o.direction for o in objectives]
@@ -150,6 +191,6 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
         rounds = list(study.user_attrs.get(ROUNDS_ATTR, []))
         study.set_user_attr(ROUNDS_ATTR, [*rounds, record])
 
-    with experimental_features():  # SBX crossover and polynomial mutation
-        study.sampler = make_sampler(cfg.search, encoding, objectives, scorer.analytic, seed, record_round)
+    algorithm = instantiate(cfg.search.sampler)
+    study.sampler = algorithm(cfg.search, encoding, objectives, scorer.analytic, seed, record_round)
     return SearchContext(cfg, output_dir, model, tokenizer, space, encoding, objectives, scorer, study, resumed)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,29 @@ def _to_fit(objective: Objective, values: np.ndarray) -> np.ndarray:
 
 def _from_fit(objective: Objective, fitted: np.ndarray) -> np.ndarray:
     return np.exp(np.minimum(fitted, 700.0)) if objective.kind == "perplexity" else fitted
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """How candidates are ranked: losses relative to the reference model when its values are known, and
+    candidates predicted beyond an objective's hypervolume bound (e.g. 10x its perplexity) behind all
+    others, so the round is spent where the Pareto front can still grow."""
+
+    reference: dict[str, float]
+    bounds: np.ndarray | None
+
+    @classmethod
+    def of(cls, study: optuna.Study, objectives: list[Objective]) -> _Scale:
+        stored = study.user_attrs.get(REFERENCE_ATTR, {}).get("values", {})
+        known = all(stored.get(o.name) for o in objectives)
+        reference = {o.name: float(stored[o.name]) if known else 1.0 for o in objectives}
+        return cls(reference, loss_bounds(objectives) if known else None)
+
+    def penalised(self, loss: np.ndarray) -> np.ndarray:
+        if self.bounds is None:
+            return loss
+        outside = (loss >= self.bounds).any(axis=1, keepdims=True)
+        return np.where(outside, loss + 1e6, loss)
 
 
 class LinasSampler(BaseSampler):
@@ -134,71 +158,28 @@ class LinasSampler(BaseSampler):
         all_trials = study.get_trials(deepcopy=False)
         round_number = 1 + max((int(t.user_attrs.get(ROUND_ATTR, 0)) for t in all_trials), default=0)
         subs = [self.encoding.decode(t.params) for t in real]
-        features = self.encoding.features(subs)
         values = np.array([t.values for t in real], dtype=np.float64)
-        record: dict[str, Any] = {"round": round_number, "n_train": len(real), "objectives": {}}
-        predictors: dict[str, object] = {}
-        previous = [
-            t for t in real if t.user_attrs.get(ROUND_ATTR) == round_number - 1 and PREDICTED_ATTR in t.user_attrs
-        ]
-        for j, objective in enumerate(self.objectives):
-            if objective.analytic:
-                continue
-            target = _to_fit(objective, values[:, j])
-            model, cv = fit_predictor(self.predictor, features, target, seed=round_number)
-            predictors[objective.name] = model
-            entry = {"cv": cv.to_dict()}
-            if previous:  # predictions made last round for sub-networks evaluated since
-                true = _to_fit(objective, np.array([t.values[j] for t in previous]))
-                guess = _to_fit(objective, np.array([t.user_attrs[PREDICTED_ATTR][objective.name] for t in previous]))
-                entry["prospective"] = PredictorQuality.of(true, guess).to_dict()
-            record["objectives"][objective.name] = entry
+        predictors, quality = self._fit_predictors(real, self.encoding.features(subs), values, round_number)
+        record: dict[str, Any] = {"round": round_number, "n_train": len(real), "objectives": quality}
         start_rows = self.encoding.index_matrix(subs)  # canonical indices of what was evaluated
-        evaluated = {tuple(row) for row in start_rows.tolist()}
-        # With the reference model's values known, losses are relative to it and candidates predicted
-        # beyond an objective's hypervolume bound (e.g. 10x its perplexity) rank behind all others:
-        # the round is spent where the Pareto front can still grow.
-        stored = study.user_attrs.get(REFERENCE_ATTR, {}).get("values", {})
-        known = all(stored.get(o.name) for o in self.objectives)
-        reference = {o.name: float(stored[o.name]) if known else 1.0 for o in self.objectives}
-        bounds = loss_bounds(self.objectives) if known else None
-
-        def penalised(loss: np.ndarray) -> np.ndarray:
-            if bounds is None:
-                return loss
-            outside = (loss >= bounds).any(axis=1, keepdims=True)
-            return np.where(outside, loss + 1e6, loss)
+        scale = _Scale.of(study, self.objectives)
 
         def predict(rows: np.ndarray) -> np.ndarray:
-            candidates = self.encoding.decode_rows(rows)
-            feats = self.encoding.features(candidates)
-            columns = []
-            for o in self.objectives:
-                if o.analytic:
-                    columns.append(np.array([self.analytic(s)[o.name] for s in candidates]))
-                else:
-                    fitted = np.asarray(predictors[o.name].predict(feats), dtype=np.float64)  # type: ignore[attr-defined]
-                    columns.append(_from_fit(o, fitted))
-            return np.stack(columns, axis=1)
+            return self._predict(predictors, rows)
 
         def loss_of(rows: np.ndarray) -> np.ndarray:
-            return penalised(losses(predict(rows), self.objectives, reference))
+            return scale.penalised(losses(predict(rows), self.objectives, scale.reference))
 
         upper = np.array([len(c) - 1 for c in self.encoding.choices.values()], dtype=np.int64)
         # Start from the best real evaluations, topped up with random individuals.
         best = start_rows[
-            select_survivors(penalised(losses(values, self.objectives, reference)), self.inner_population)
+            select_survivors(scale.penalised(losses(values, self.objectives, scale.reference)), self.inner_population)
         ]
         extra = self.rng.integers(0, upper + 1, size=(max(0, self.inner_population - len(best)), len(upper)))
         initial = np.vstack([best, extra]) if len(extra) else best
         archive, archive_loss = evolve(initial, loss_of, upper, self.generations, self.operators, self.rng)
         record["candidates_scored"] = len(archive)
-        canonical = np.array([tuple(self.encoding.encode(s).values()) for s in self.encoding.decode_rows(archive)])
-        fresh = np.array([tuple(row) not in evaluated for row in canonical.tolist()])
-        _, first_of_each = np.unique(canonical, axis=0, return_index=True)
-        distinct = np.zeros(len(canonical), dtype=bool)
-        distinct[first_of_each] = True
-        pool = np.flatnonzero(fresh & distinct)
+        canonical, pool = self._unevaluated(archive, {tuple(row) for row in start_rows.tolist()})
         if len(pool) == 0:
             log.warning("LINAS round %d: the predictors' search found no sub-network not evaluated yet.", round_number)
             return []
@@ -217,6 +198,52 @@ class LinasSampler(BaseSampler):
             )
             for i, pred in zip(chosen, predictions)
         ]
+
+    def _fit_predictors(
+        self, real: list[FrozenTrial], features: np.ndarray, values: np.ndarray, round_number: int
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """One predictor per measured objective, and its quality: cross-validated, and on the sub-networks
+        the previous round predicted and that were evaluated since (prospective)."""
+        previous = [
+            t for t in real if t.user_attrs.get(ROUND_ATTR) == round_number - 1 and PREDICTED_ATTR in t.user_attrs
+        ]
+        predictors: dict[str, Any] = {}
+        quality: dict[str, Any] = {}
+        for j, objective in enumerate(self.objectives):
+            if objective.analytic:
+                continue
+            target = _to_fit(objective, values[:, j])
+            model, cv = fit_predictor(self.predictor, features, target, seed=round_number)
+            predictors[objective.name] = model
+            entry = {"cv": cv.to_dict()}
+            if previous:
+                true = _to_fit(objective, np.array([t.values[j] for t in previous]))
+                guess = _to_fit(objective, np.array([t.user_attrs[PREDICTED_ATTR][objective.name] for t in previous]))
+                entry["prospective"] = PredictorQuality.of(true, guess).to_dict()
+            quality[objective.name] = entry
+        return predictors, quality
+
+    def _predict(self, predictors: dict[str, Any], rows: np.ndarray) -> np.ndarray:
+        """[n, objectives] values of index rows: analytic ones exact, measured ones by their predictor."""
+        candidates = self.encoding.decode_rows(rows)
+        feats = self.encoding.features(candidates)
+        columns = []
+        for o in self.objectives:
+            if o.analytic:
+                columns.append(np.array([self.analytic(s)[o.name] for s in candidates]))
+            else:
+                columns.append(_from_fit(o, np.asarray(predictors[o.name].predict(feats), dtype=np.float64)))
+        return np.stack(columns, axis=1)
+
+    def _unevaluated(self, archive: np.ndarray, evaluated: set[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
+        """The archive's rows in canonical form, and the indices of the first row of each distinct sub-network
+        that was not evaluated yet."""
+        canonical = np.array([tuple(self.encoding.encode(s).values()) for s in self.encoding.decode_rows(archive)])
+        fresh = np.array([tuple(row) not in evaluated for row in canonical.tolist()])
+        _, first_of_each = np.unique(canonical, axis=0, return_index=True)
+        distinct = np.zeros(len(canonical), dtype=bool)
+        distinct[first_of_each] = True
+        return canonical, np.flatnonzero(fresh & distinct)
 
     @staticmethod
     def _log(record: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ are state; a module whose active width is `None` runs exactly the original compu
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +84,3 @@ class ElasticLayerList(nn.ModuleList):
         if isinstance(idx, slice) and self._active is not None:
             return self._active
         return super().__getitem__(idx)
-
-    def active_layers(self) -> Iterator[nn.Module]:
-        return iter(self._active if self._active is not None else self)

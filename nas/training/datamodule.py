@@ -12,8 +12,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerBase
 
-from nas.training.batch_stream import ResumableBatchSampler
-from nas.training.instruction_data import (
+from nas.data.instructions import (
     IGNORE_INDEX,
     DataFormatError,
     TokenizedExample,
@@ -22,6 +21,7 @@ from nas.training.instruction_data import (
     pack,
     tokenize_record,
 )
+from nas.training.batch_stream import ResumableBatchSampler
 
 log = logging.getLogger(__name__)
 

@@ -87,7 +87,7 @@ class SuperNetModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         optimizer = self.optimizers()
-        assert not isinstance(optimizer, list)  # one optimizer, configured below
+        assert not isinstance(optimizer, list)  # one optimizer (configure_optimizers)
         step = self.global_step
         losses = self.strategy.step(
             self.model, batch, self.sampler, self._checked_backward(step), step, 1.0 / self.accumulate

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas.data.instructions import IGNORE_INDEX
 from nas.errors import NASError
 from nas.supernet.subnetwork import SubNetwork
-from nas.training.instruction_data import IGNORE_INDEX
 from nas.training.samplers import SubNetworkSampler
 
 Backward = Callable[[torch.Tensor], None]
@@ -54,7 +54,8 @@ class Strategy:
         if distill and not self.supports_distill:
             raise DistillNotSupportedError(
                 f"strategy.distill=true with {type(self).__name__}: distill is supported by sandwich and "
-                "alternating (they train the full network, the teacher); use one of them or strategy.distill=false."
+                "alternating (they train a teacher: sandwich its largest sub-network, alternating the full network); "
+                "use one of them or strategy.distill=false."
             )
         self.distill = distill
 

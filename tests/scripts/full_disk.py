@@ -17,7 +17,7 @@ sys.path.insert(0, str(TESTS))
 
 from test_search_job import compose_search  # noqa: E402
 
-from nas.search.runner import run_search  # noqa: E402
+from nas.stages.search import run_search  # noqa: E402
 
 OUTPUTS = ("pareto.json", "summary.json", "trials.csv")
 

@@ -31,7 +31,9 @@ def _set_layer_sizes(
 class NasLlamaConfig(LlamaConfig):
     """`LlamaConfig` plus per-layer sizes (one entry per decoder layer)."""
 
-    model_type = "nas_llama"
+    # The base architecture's own type: transformers then reads this config without remote code wherever it
+    # only needs the base fields (AutoTokenizer loads the config first, and would ask to run code otherwise).
+    model_type = "llama"
 
     def __init__(
         self,
@@ -47,7 +49,9 @@ class NasLlamaConfig(LlamaConfig):
 class NasMistralConfig(MistralConfig):
     """`MistralConfig` plus per-layer sizes (one entry per decoder layer)."""
 
-    model_type = "nas_mistral"
+    # The base architecture's own type: transformers then reads this config without remote code wherever it
+    # only needs the base fields (AutoTokenizer loads the config first, and would ask to run code otherwise).
+    model_type = "mistral"
 
     def __init__(
         self,
@@ -63,7 +67,9 @@ class NasMistralConfig(MistralConfig):
 class NasQwen2Config(Qwen2Config):
     """`Qwen2Config` plus per-layer sizes (one entry per decoder layer)."""
 
-    model_type = "nas_qwen2"
+    # The base architecture's own type: transformers then reads this config without remote code wherever it
+    # only needs the base fields (AutoTokenizer loads the config first, and would ask to run code otherwise).
+    model_type = "qwen2"
 
     def __init__(
         self,

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nas.data_paths import resolve_data_dir
-from nas.errors import DataNotFoundError
-from nas.evaluation.sources import (
+from nas.data.mmlu_subjects import SUBJECTS
+from nas.data.paths import resolve_data_dir
+from nas.data.sources import (
     MalformedDataError,
     SourceUnavailableError,
     check_source,
@@ -25,6 +25,7 @@ from nas.evaluation.sources import (
     read_jsonl,
     read_lines,
 )
+from nas.errors import DataNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,6 @@ class MMLU(Benchmark):
     _dirs = {"test": "test", "dev": "dev", "validation": "val"}
 
     def __init__(self, subjects: list[str] | None = None) -> None:
-        from nas.evaluation.mmlu_subjects import SUBJECTS
-
         self.subjects = list(subjects) if subjects else list(SUBJECTS)
         unknown = sorted(set(self.subjects) - set(SUBJECTS))
         if unknown:

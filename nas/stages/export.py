@@ -1,4 +1,5 @@
-"""The pipeline's export stage: the sub-networks the report selected, as standalone models.
+"""Export jobs: `run_export` (`python -m nas.export`: one sub-network by name or file) and the pipeline's
+export stage, `export_selected`: the sub-networks the report selected, as standalone models.
 
 Each selected trial (`<run>/analyze/analysis.json`, e.g. "same accuracy, smallest") is written to
 `<out>/trial_<n>/` in `export.dtype`, and, when `export.quantized` and a quantization method are set,
@@ -17,13 +18,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from nas.export.standalone import export_sub_network
+from nas.instantiate import instantiate
 from nas.io.atomic import write_json
+from nas.io.folders import check_output_folder
 from nas.models.placement import torch_dtype
 from nas.quantization.config import QuantizationConfig
 from nas.quantization.quantize import quantize_sub_network, save_quantized
 from nas.search.context import prepare
 from nas.search.outputs import pareto_front
 from nas.search.trials import evaluations
+from nas.supernet.metrics import sub_network_cost
+from nas.supernet.named import check_spec, select_sub_network
+from nas.supernet.search_space import SearchSpace
 from nas.supernet.subnetwork import SubNetwork
 
 log = logging.getLogger(__name__)
@@ -75,3 +81,22 @@ def export_selected(cfg: DictConfig, run_dir: Path, out_dir: Path) -> dict[str, 
         log.info("Exported trial %d (%s) to %s", number, "; ".join(reasons), folder)
     write_json(manifest, out_dir / "exported.json")
     return {"exported": manifest}
+
+
+def run_export(cfg: DictConfig, output_dir: str | Path) -> Path:
+    """Export `cfg.subnet` of `cfg.model` and return the folder."""
+    spec = check_spec(cfg.subnet)  # a typo fails before the model loads
+    dtype = torch_dtype(cfg.dtype) if cfg.dtype else None
+    out = Path(cfg.out_dir) if cfg.out_dir else Path(output_dir) / "export"
+    overwrite = bool(cfg.get("overwrite", False))
+    check_output_folder(out, overwrite)  # a folder we must not replace, or cannot write, fails now too
+    model, tokenizer = instantiate(cfg.model)
+    space = SearchSpace.from_config(cfg.search_space, model.config)
+    sub = select_sub_network(spec, space)
+    cost = sub_network_cost(model.shape, sub)
+    metadata = {"selected_as": spec, "params": cost.params, "size_gb_fp16": cost.size_gb("fp16")}
+    folder = export_sub_network(model, sub, out, tokenizer, dtype, metadata, overwrite)
+    kind = json.loads((folder / "config.json").read_text())["architectures"][0]
+    kind += "" if sub.is_uniform else " (load with trust_remote_code=True)"
+    log.info("Exported %s: %s, %s params, as %s, to %s", spec, sub.describe(), f"{cost.params:,}", kind, folder)
+    return folder

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from nas.data_paths import resolve_data_dir
+from nas.data.paths import resolve_data_dir
 from nas.errors import DataNotFoundError, NASError
 
 PROMPT_WITH_INPUT = (

@@ -9,8 +9,8 @@ from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.perplexity import PerplexityEvaluator
 from nas.evaluation.speed import ThroughputMeter
 from nas.quantization.quantize import QuantizedModel
+from nas.search.objective_scorer import ObjectiveScorer
 from nas.search.objectives import Objective
-from nas.search.scoring import ObjectiveScorer
 
 
 def score_quantized(

@@ -19,11 +19,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from nas.evaluation.speed import ThroughputMeter
+from nas.instantiate import instantiate
 from nas.io.atomic import read_json, write_json
 from nas.quantization.config import QuantizationConfig
 from nas.quantization.quantize import quantize_sub_network
@@ -41,6 +41,13 @@ def _speed(meter: ThroughputMeter, model: Any) -> dict[str, Any]:
         "decode_tokens_per_s": result.decode_tokens_per_s,
         "speed": {k: v for k, v in result.to_dict().items() if k not in ("prefill_s", "decode_s")},
     }
+
+
+def _described(values: dict[str, float], objectives: list[Any]) -> str:
+    """The values for the log: a size objective of a quantized model is its measured footprint, whatever the
+    objective's nominal dtype (`size_gb_fp16`), so it is labelled as such."""
+    size = {o.name for o in objectives if o.kind == "size_gb"}
+    return ", ".join(f"{'footprint_gb' if k in size else k}={v:.4g}" for k, v in values.items())
 
 
 def measure_pareto_speed(
@@ -120,6 +127,6 @@ def quantize_pareto_set(cfg: DictConfig, search_dir: Path, out_dir: Path) -> dic
         write_json(entries, path)
         del quantized
         shutil.rmtree(work, ignore_errors=True)  # the unquantized export it was loaded from
-        log.info("Quantized %s (%s): %s", trial, qcfg.method, ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+        log.info("Quantized %s (%s): %s", trial, qcfg.method, _described(values, ctx.objectives))
     shutil.rmtree(out_dir / "work", ignore_errors=True)
     return summary | {"quantized": len(entries), "file": str(path)}

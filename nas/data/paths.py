@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 from nas.errors import DataNotFoundError
+from nas.io.locations import project_root
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+SHARED_DATA_DIR = project_root().parent / "shared" / "data"
 
 
 def resolve_data_dir(configured: str | os.PathLike[str] | None = None) -> Path:
