@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import cast
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -71,5 +72,29 @@ def hydra_main(config_name: str, job: str, entry_module: str) -> Callable[[], No
 
     task.__module__ = entry_module
     task.__qualname__ = task.__name__ = "main"
-    main = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(task)
-    return cast(Callable[[], None], main)
+    hydra_entry = hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name=config_name)(task)
+
+    def main() -> None:
+        check_group_options(sys.argv[1:])
+        hydra_entry()
+
+    return main
+
+
+def check_group_options(arguments: list[str]) -> None:
+    """End the run with one line when a command-line override picks options a config group does not have.
+
+    Hydra lists the options of a group chosen once (`search=nsga3`), but for a list (`'baseline=[a,b]'`)
+    it only says it could not load one; both get the same answer here, before anything is composed.
+    """
+    root = Path(CONFIG_DIR)
+    for argument in arguments:
+        key, sep, value = argument.partition("=")
+        group = key.lstrip("+~").split("@")[0]
+        if not sep or not group or "." in group or "(" in value or not (root / group).is_dir():
+            continue
+        names = [v.strip(" '\"") for v in value.strip("[]").replace(",", " ").split()]
+        available = sorted(p.stem for p in (root / group).glob("*.yaml"))
+        unknown = [n for n in names if n and n != "null" and n not in available]
+        if unknown:
+            raise SystemExit(f"Error: unknown {group} option(s) {unknown}; available: {', '.join(available)}.")

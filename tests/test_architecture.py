@@ -5,7 +5,8 @@ there is no import cycle, and no import hides inside a function to dodge either 
     data        nas.models, nas.data                                loading models, datasets and text
     core        nas.training, nas.evaluation                        fine-tuning; scoring on tasks and text
     search      nas.search                                          objectives, samplers, studies, fronts
-    libraries   nas.analysis, nas.quantization, nas.export          reports, INT8/NF4, standalone exports
+    libraries   nas.analysis, nas.quantization, nas.export,         reports, INT8/NF4, standalone exports,
+                nas.baselines                                       pruning baselines
     stages      nas.stages                                          each job of the pipeline, the pipeline
     entry       nas.cli, nas.<job> (python -m), __main__, nas       command lines and the public API
 """
@@ -23,7 +24,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("nas.models", "nas.data")),
     ("core", ("nas.training", "nas.evaluation")),
     ("search", ("nas.search",)),
-    ("libraries", ("nas.analysis", "nas.quantization", "nas.export")),
+    ("libraries", ("nas.analysis", "nas.quantization", "nas.export", "nas.baselines")),
     ("stages", ("nas.stages",)),
     ("entry", ("nas.cli", "nas.pipeline", "nas.train", "nas.evaluate", "nas.reorder", "nas.analyze", "nas.overview")),
 ]

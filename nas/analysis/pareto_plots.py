@@ -3,7 +3,7 @@
 Every evaluated sub-network in grey, the front on these two objectives as a line with markers, the
 unmodified model as a red point and, when the pipeline quantized the Pareto set, each method's
 results (the cost is then the real memory footprint for size objectives) with their own marker,
-linked to the 16-bit point they came from.
+linked to the 16-bit point they came from, and the pruning baselines (when scored) with a marker per method.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from nas.analysis import figures
+from nas.analysis.baselines import overlay_baselines
 from nas.analysis.run import RunData
 from nas.analysis.units import cost_objectives, label, quality_objectives, scale, slug
 from nas.search.objectives import Objective
@@ -92,6 +93,7 @@ def plot_pareto(
             label="unmodified model",
         )
     _overlay_quantized(ax, run, quality, cost, {run.evaluations[i].number for i in front})
+    overlay_baselines(ax, run.baselines, quality, cost)
     ax.set_xlabel(
         label(cost) + (" (quantized: measured footprint)" if cost.kind == "size_gb" and run.quantized.methods else "")
     )

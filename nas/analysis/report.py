@@ -20,7 +20,14 @@ from nas.analysis.document import Document, Heading, Text, to_html, to_markdown
 from nas.analysis.options import AnalysisOptions
 from nas.analysis.progress import hypervolume_rows
 from nas.analysis.run import RunData, load_run
-from nas.analysis.sections import architecture_section, overview, pareto_section, progress_section, selection_section
+from nas.analysis.sections import (
+    architecture_section,
+    baselines_section,
+    overview,
+    pareto_section,
+    progress_section,
+    selection_section,
+)
 from nas.io.atomic import write_csv, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,7 @@ def build_document(run: RunData, out_dir: Path, options: AnalysisOptions) -> tup
     for name, (blocks, section) in (
         ("overview", overview(run, hv)),
         ("pareto", pareto_section(run, figures_dir, options)),
+        ("baselines", baselines_section(run)),
         ("selected", selection_section(run, options)),
         ("architecture", architecture_section(run, figures_dir, options)),
         ("progress", progress_section(run, hv, figures_dir, options)),
@@ -96,6 +104,7 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, **option
         "evaluations": len(run.evaluations),
         "quantized_methods": run.quantized.methods,
         "selected": data["selected"],
+        "baselines": data["baselines"],
         "pareto_set": data["pareto"]["pareto_set"],
         "architecture": data["architecture"],
         "progress": data["progress"],

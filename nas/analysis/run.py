@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from nas.analysis.baselines import BaselineResult, find_baselines_file, read_baselines
 from nas.analysis.quantized import (
     SPEED_FILE_NAME,
     QuantizedResults,
@@ -75,6 +76,7 @@ class RunData:
         linas_rounds: LINAS rounds with their predictor quality (empty for other algorithms).
         speeds: trial number (None: the unmodified model) -> prefill / decode tokens per second that the
             pipeline measured for the Pareto set (`speed.json`); also merged into their details.
+        baselines: pruning baselines scored on the same objectives (`baselines.json`), when present.
     """
 
     search_dir: Path
@@ -91,6 +93,7 @@ class RunData:
     linas_rounds: list[dict[str, Any]] = field(default_factory=list)
     quantized: QuantizedResults = field(default_factory=QuantizedResults)
     speeds: dict[int | None, dict[str, float]] = field(default_factory=dict)
+    baselines: list[BaselineResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def objective(self, name: str) -> Objective:
@@ -255,6 +258,8 @@ def load_run(
         quantized=read_quantized(quantized_path),
         speeds=read_speeds(_speed_file(search_dir, run_dir, quantized_path)),
     )
+    run.baselines, baseline_notes = read_baselines(find_baselines_file(search_dir, run_dir), objectives)
+    run.notes.extend(baseline_notes)
     details_of: dict[int | None, dict[str, Any]] = {e.number: e.details for e in run.evaluations}
     details_of[None] = run.reference_details
     for number, speed in run.speeds.items():

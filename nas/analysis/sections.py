@@ -14,6 +14,7 @@ from nas.analysis.architecture import (
     per_layer_probability,
 )
 from nas.analysis.architecture_plots import choice_rows, per_layer_rows, plot_choice_distribution, plot_per_layer
+from nas.analysis.baselines import comparison_rows
 from nas.analysis.document import Block, Figure, Heading, Table, Text
 from nas.analysis.options import AnalysisOptions
 from nas.analysis.pareto_plots import pairs, pareto_file_name, plot_pareto, speed_view
@@ -74,6 +75,8 @@ def pareto_section(run: RunData, figures_dir: Path, options: AnalysisOptions) ->
         path = plot_pareto(run, quality, cost, figures_dir / pareto_file_name(quality, cost), options.dpi)
         paths.append(path)
         caption = f"{quality.name} vs {cost.name}: every evaluated sub-network (grey), the front of these two objectives, the unmodified model (red)"
+        if run.baselines:
+            caption += "; pruning baselines with a marker per method"
         if run.quantized.results:
             caption += "; quantized sub-networks with their own markers"
         blocks.append(Figure(path, caption))
@@ -96,6 +99,29 @@ def pareto_section(run: RunData, figures_dir: Path, options: AnalysisOptions) ->
     rows, columns = pareto_table(run, qualities[0] if qualities else None)
     blocks.append(Table(rows, columns, "The Pareto set on all objectives"))
     return blocks, {"pareto_set": rows, "figures": [str(p) for p in paths]}
+
+
+def baselines_section(run: RunData) -> Section:
+    """Tables 3/4 (LLaMA-NAS) and Table 1 (Klein et al.): each pruning baseline beside the best searched
+    sub-network of the same or smaller cost."""
+    if not run.baselines:
+        return [], {}
+    blocks: list[Block] = [Heading("Pruning baselines")]
+    blocks.append(
+        Text(
+            "Each baseline (pruned from the pre-trained model, scored by the same evaluator on the same items) beside "
+            "the most accurate evaluated sub-network of the same or smaller cost; difference = sub-network minus "
+            "baseline, in points. N:M-sparse models are costed dense (as stored and run here); their compressed "
+            "N:M size is drawn on the size plots too."
+        )
+    )
+    tasks = list(dict.fromkeys(t for o in run.objectives for t in o.tasks))
+    data: dict[str, Any] = {}
+    for quality, cost in pairs(run.objectives):
+        rows, columns = comparison_rows(run.baselines, run.evaluations, quality, cost, tasks)
+        blocks.append(Table(rows, columns, f"{quality.name} vs {cost.name}"))
+        data[f"{quality.name} vs {cost.name}"] = rows
+    return blocks, data
 
 
 def selection_section(run: RunData, options: AnalysisOptions) -> Section:

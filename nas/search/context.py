@@ -118,8 +118,10 @@ def check_search_config(cfg: DictConfig) -> list[Objective]:
                 f"search.n_trials={n_trials} is below search.population_size={population}: "
                 f"{search.algorithm} would not finish one generation. Raise n_trials or lower population_size."
             )
-    if any(o.kind == "perplexity" for o in objectives) and cfg.get("perplexity") is None:
-        raise SearchConfigError("A perplexity objective needs a perplexity config (perplexity=wikitext2).")
+    if any(o.kind == "perplexity" for o in objectives):
+        if cfg.get("perplexity") is None:
+            raise SearchConfigError("A perplexity objective needs a perplexity config (perplexity=wikitext2).")
+        instantiate(cfg.perplexity)  # a missing text file fails now, before any model loads
     if any(o.is_speed for o in objectives) and cfg.get("speed") is None:
         raise SearchConfigError("latency/throughput objectives need the speed config (speed.batch_size=...).")
     return objectives
@@ -159,26 +161,31 @@ def signature(cfg: DictConfig, model: Any, space: SearchSpace, objectives: list[
     }
 
 
-def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchContext:
-    """Load and check everything, open (or resume) the study; no evaluation yet."""
-    objectives = check_search_config(cfg)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar and log say what each trial did
-    url = storage_url(cfg.search.storage, output_dir)
-    storage = open_storage(url, cfg.search.heartbeat_interval, cfg.search.grace_period)  # unreachable: fail now
+def build_scorer(cfg: DictConfig, model: Any, tokenizer: Any, objectives: list[Objective]) -> ObjectiveScorer:
+    """The scorer of `objectives` for models of `tokenizer`: the evaluator (tasks built once), the perplexity
+    text and the speed meter that the objectives need, from the same settings a search uses."""
     perplexity_evaluator = instantiate(cfg.perplexity) if "perplexity" in {o.kind for o in objectives} else None
     meter = instantiate(cfg.speed) if any(o.is_speed for o in objectives) else None
-
-    model, tokenizer = load_supernet(cfg)
-    space_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.search_space, resolve=True))
-    space = SearchSpace.from_config(space_cfg, model.config)
-    encoding = SearchEncoding(space)
     evaluator = None
     if task_names(objectives):
         tasks = [load_task(name) for name in task_names(objectives)]
         evaluator = instantiate(
             cfg.evaluator, tasks=tasks, tokenizer=tokenizer, max_length=max_length(model.config, tokenizer)
         )
-    scorer = ObjectiveScorer(model, tokenizer, objectives, evaluator, perplexity_evaluator, meter)
+    return ObjectiveScorer(model, tokenizer, objectives, evaluator, perplexity_evaluator, meter)
+
+
+def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchContext:
+    """Load and check everything, open (or resume) the study; no evaluation yet."""
+    objectives = check_search_config(cfg)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar and log say what each trial did
+    url = storage_url(cfg.search.storage, output_dir)
+    storage = open_storage(url, cfg.search.heartbeat_interval, cfg.search.grace_period)  # unreachable: fail now
+    model, tokenizer = load_supernet(cfg)
+    space_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.search_space, resolve=True))
+    space = SearchSpace.from_config(space_cfg, model.config)
+    encoding = SearchEncoding(space)
+    scorer = build_scorer(cfg, model, tokenizer, objectives)
 
     directions = [o.direction for o in objectives]
     study, resumed = create_or_resume(

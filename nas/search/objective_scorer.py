@@ -99,6 +99,12 @@ class ObjectiveScorer:
         values = self.analytic(sub)
         if footprint_gb is not None:
             values |= {o.name: footprint_gb for o in self.objectives if o.kind == "size_gb"}
+        return self.measure_with(model, values)
+
+    def measure_with(self, model: Any, analytic: dict[str, float]) -> tuple[dict[str, float], dict[str, Any]]:
+        """(objective values, details) of any model (a pruning baseline, say): the analytic objectives
+        (params, size_gb, flops) taken from `analytic`, the others measured on `model` as it is."""
+        values = dict(analytic)
         details: dict[str, Any] = {}
         tasks = list(dict.fromkeys(t for o in self.objectives for t in o.tasks))
         results = self.evaluator.evaluate(model, tasks=tasks) if tasks and self.evaluator else {}

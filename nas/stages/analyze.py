@@ -45,5 +45,6 @@ def analyze_stage(cfg: DictConfig, run_dir: Path, out_dir: Path) -> dict[str, An
     result = analyze_run(run_dir, out_dir, **options)
     tables = {"pareto_set": result.get("pareto_set", [])}
     tables |= {f"selected/{pair}": rows for pair, rows in result.get("selected", {}).items()}
+    tables |= {f"baselines/{pair}": rows for pair, rows in result.get("baselines", {}).items()}
     log_report(cfg, str(cfg.name), result.get("figures", []), tables)
     return {k: result[k] for k in ("report_html", "report_md", "evaluations", "selected") if k in result}

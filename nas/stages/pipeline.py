@@ -1,6 +1,6 @@
 """The pipeline (`python -m nas.pipeline`): one command from a pre-trained model to a Pareto report.
 
-    [reorder] -> [train] -> search -> quantize -> analyze -> export
+    [reorder] -> [train] -> search -> [baselines] -> quantize -> analyze -> export
 
     python -m nas.pipeline experiments=quickstart            # make quickstart: SmolLM2, ~10 min on CPU
     python -m nas.pipeline stages.train=false search.n_trials=100
@@ -30,6 +30,7 @@ from nas.io.locks import RunDirLock
 from nas.models import model_config
 from nas.search.context import check_search_config
 from nas.stages import analyze as analyze_stage
+from nas.stages import baselines as baselines_stage
 from nas.stages import export as export_stage
 from nas.stages import quantize as quantize_stage
 from nas.stages import reorder as reorder_stage
@@ -38,7 +39,7 @@ from nas.stages import train as train_stage
 
 log = logging.getLogger(__name__)
 
-STAGES = ("reorder", "train", "search", "quantize", "analyze", "export")
+STAGES = ("reorder", "train", "search", "baselines", "quantize", "analyze", "export")
 # The config keys each stage depends on (besides the stages before it).
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "reorder": ("model", "calibration", "dimensions"),
@@ -58,6 +59,18 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "calibration",
     ),
     "search": ("model", "search_space", "search", "objectives", "evaluator", "perplexity", "speed"),
+    # The baselines prune the pre-trained model (`model` as configured), not the fine-tuned super-network.
+    "baselines": (
+        "model",
+        "baseline",
+        "ratio",
+        "calibration",
+        "recovery",
+        "objectives",
+        "evaluator",
+        "perplexity",
+        "speed",
+    ),
     "quantize": ("quantization", "pareto_speed"),
     "analyze": ("analysis",),
     "export": ("export",),
@@ -164,6 +177,11 @@ class Pipeline:
         summary = search_stage.run_search(self.with_model(), folder)
         return {k: summary[k] for k in ("study_name", "evaluations", "pareto_size", "hypervolume", "reference")}
 
+    def baselines(self, folder: Path) -> dict[str, Any]:
+        # The pre-trained model as configured (what the papers prune), scored like the searched sub-networks.
+        summary = baselines_stage.run_baselines(self.cfg, folder)
+        return {"baselines": [{k: e[k] for k in ("method", "ratio", "values", "folder")} for e in summary["baselines"]]}
+
     def quantize(self, folder: Path) -> dict[str, Any]:
         return quantize_stage.quantize_pareto_set(self.with_model(), self.out / "search", folder)
 
@@ -190,6 +208,8 @@ def check_pipeline_config(cfg: DictConfig) -> None:
     if unknown:
         raise NASError(f"Unknown stages {unknown}; the pipeline's stages are {list(STAGES)}.")
     check_search_config(cfg)
+    if cfg.stages.get("baselines"):
+        baselines_stage.check_baselines_config(cfg)  # unknown methods, ratios out of range: before any stage
     if cfg.stages.get("train"):
         instantiate(cfg.data).check_records()  # missing or malformed training data fails now
     if cfg.stages.get("quantize") and cfg.quantization.method not in ("none", "int8", "nf4"):
