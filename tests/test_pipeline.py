@@ -154,6 +154,9 @@ RUNNABLE = [e for e in EXPERIMENTS if not e.endswith("_base") and e not in ("lla
 # The issue's shrinking overrides, then what any experiment needs on this offline CPU machine: the one-device
 # trainer instead of FSDP / bf16 GPU ones, local data instead of the hub, and no W&B.
 SHRINK = ["model=tiny_llama", "search.n_trials=6", "search.population_size=3", "trainer.max_steps=2", "limit=8"]
+# The paper experiments run the baselines stage: one ratio per method (0.5 is also the 2:4 methods' only one)
+# and a few calibration windows keep it to seconds on the tiny model while still pruning, scoring and drawing them.
+BASELINES_SHRINK = ["ratio=[0.5]", "calibration.num_samples=8"]
 OFFLINE_CPU = ["trainer=default", "trainer.max_steps=2", "data.source=auto", "logger=csv", "wandb.mode=disabled"]
 
 
@@ -174,7 +177,7 @@ def test_experiments_compose(experiment):
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", RUNNABLE)
 def test_experiment_runs_to_completion_on_the_tiny_model(experiment, tmp_path):
-    overrides = [f"experiments={experiment}", *SHRINK, *OFFLINE_CPU, f"logger.save_dir={tmp_path}"]
+    overrides = [f"experiments={experiment}", *SHRINK, *BASELINES_SHRINK, *OFFLINE_CPU, f"logger.save_dir={tmp_path}"]
     if experiment == "llama_nas_mmlu":  # 57 subjects of 5-shot prompts, ~3k tokens each with the byte tokenizer
         overrides.append("limit=1")
     cfg = compose_pipeline([*overrides, f"paths.output_dir={tmp_path / 'run'}"])
@@ -185,6 +188,9 @@ def test_experiment_runs_to_completion_on_the_tiny_model(experiment, tmp_path):
     assert {o["name"] for o in search["objectives"]} == set(search["reference"])
     assert cfg.evaluator.limit == (1 if experiment == "llama_nas_mmlu" else 8)
     assert (tmp_path / "run" / "analyze" / "report.html").is_file()
+    if cfg.stages.baselines:  # the paper experiments: each selected method pruned once (ratio 0.5) and scored
+        baselines = json.loads((tmp_path / "run" / "baselines" / "baselines.json").read_text())["baselines"]
+        assert sorted(e["method"] for e in baselines) == sorted(cfg.baseline)
 
 
 @pytest.mark.parametrize("entry", ["pipeline", "search", "train", "evaluate"])
