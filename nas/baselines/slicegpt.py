@@ -117,6 +117,30 @@ def _check_supported(shape: ModelShape) -> None:
 
 
 @torch.no_grad()
+def assign(param: torch.Tensor, value: torch.Tensor) -> None:
+    """Write `value` (computed in float64) into a parameter of the sliced model, in its dtype."""
+    param.copy_(value.to(param.dtype))
+
+
+def _rotate_writer(
+    residual: list[torch.Tensor],
+    basis_in: torch.Tensor,
+    inputs: list[torch.Tensor],
+    weight: torch.Tensor,
+    width: int,
+    shortcut: torch.Tensor,
+    writer: torch.nn.Linear,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One residual connection (attention's o_proj or the MLP's down_proj writing into the stream): the new
+    basis is the PCA of the stream after the write; the shortcut maps the old basis to it and the writer's
+    output is rotated into it. Returns the new basis and the stream in it."""
+    full = [r @ basis_in.T + x.to(weight.dtype) @ weight.T for r, x in zip(residual, inputs)]
+    basis_out = principal_components(full)[:, :width]
+    assign(shortcut, basis_in.T @ basis_out)
+    assign(writer.weight, basis_out.T @ weight)
+    return basis_out, [x @ basis_out for x in full]
+
+
 def slice_model(model: Any, batches: list[torch.Tensor], ratio: float) -> Any:
     """The SliceGPT model of `model` (read, not changed) at slicing `ratio`, calibrated on `batches`."""
     shape = shape_of(model)
@@ -132,9 +156,6 @@ def slice_model(model: Any, batches: list[torch.Tensor], ratio: float) -> Any:
     def folded(linear: Any, norm: Any) -> torch.Tensor:
         return linear.weight.to(f64) * norm.weight.to(f64).unsqueeze(0)
 
-    def assign(param: torch.Tensor, value: torch.Tensor) -> None:
-        param.copy_(value.to(param.dtype))
-
     hidden = [old.embed_tokens(b.to(device)).to(f64) for b in batches]
     calibration = _Calibration(sliced, [h.float() for h in hidden])
     basis = principal_components(hidden)[:, :width]
@@ -147,24 +168,24 @@ def slice_model(model: Any, batches: list[torch.Tensor], ratio: float) -> Any:
             if getattr(attn, name).bias is not None:
                 assign(getattr(new_attn, name).bias, getattr(attn, name).bias.to(f64))
         heads_out = calibration.attention_inputs_of_o_proj(new_layer, [r.float() for r in residual])
-        w_o = attn.o_proj.weight.to(f64)
-        full = [r @ basis.T + a.to(f64) @ w_o.T for r, a in zip(residual, heads_out)]
-        after_attention = principal_components(full)[:, :width]
-        assign(new_layer.attn_shortcut, basis.T @ after_attention)
-        assign(new_attn.o_proj.weight, after_attention.T @ w_o)
-        residual = [x @ after_attention for x in full]
+        after_attention, residual = _rotate_writer(
+            residual, basis, heads_out, attn.o_proj.weight.to(f64), width, new_layer.attn_shortcut, new_attn.o_proj
+        )
 
         mlp, new_mlp = old_layer.mlp, new_layer.mlp
         for name in ("gate_proj", "up_proj"):
             weight = folded(getattr(mlp, name), old_layer.post_attention_layernorm) @ after_attention
             assign(getattr(new_mlp, name).weight, weight)
         mixed = calibration.mlp_inputs_of_down_proj(new_layer, [r.float() for r in residual])
-        w_down = mlp.down_proj.weight.to(f64)
-        full = [r @ after_attention.T + m.to(f64) @ w_down.T for r, m in zip(residual, mixed)]
-        basis = principal_components(full)[:, :width]
-        assign(new_layer.mlp_shortcut, after_attention.T @ basis)
-        assign(new_mlp.down_proj.weight, basis.T @ w_down)
-        residual = [x @ basis for x in full]
+        basis, residual = _rotate_writer(
+            residual,
+            after_attention,
+            mixed,
+            mlp.down_proj.weight.to(f64),
+            width,
+            new_layer.mlp_shortcut,
+            new_mlp.down_proj,
+        )
     head = model.lm_head.weight.to(f64) * old.norm.weight.to(f64).unsqueeze(0)
     assign(sliced.lm_head.weight, head @ basis)
     return sliced.to(dtype=dtype)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -73,14 +73,18 @@ class ObjectiveScorer:
     def analytic(self, sub: SubNetwork) -> dict[str, float]:
         """Values of the objectives that need no forward pass (parameters, size, FLOPs)."""
         cost = sub_network_cost(self.shape, sub, self.seq_len)
+        return self.cost_values(cost.params, cost.size_bytes, cost.flops_per_token)
+
+    def cost_values(self, params: float, size_bytes: Mapping[str, float], flops_per_token: float) -> dict[str, float]:
+        """The analytic objectives (parameters, size per dtype, FLOPs) from a model's counts."""
         out: dict[str, float] = {}
         for o in self.objectives:
             if o.kind == "params":
-                out[o.name] = float(cost.params)
+                out[o.name] = float(params)
             elif o.kind == "size_gb":
-                out[o.name] = cost.size_gb(o.dtype)
+                out[o.name] = size_bytes[o.dtype] / 1e9
             elif o.kind == "flops":
-                out[o.name] = float(cost.flops_per_token)
+                out[o.name] = float(flops_per_token)
         return out
 
     def __call__(self, sub: SubNetwork | None) -> tuple[dict[str, float], dict[str, Any]]:

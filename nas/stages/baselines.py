@@ -112,25 +112,13 @@ def _check_recovery_method(cfg: DictConfig) -> str | None:
     return str(method) if method else None
 
 
-def _analytic(pruned: Pruned, objectives: list[Objective]) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for o in objectives:
-        if o.kind == "params":
-            values[o.name] = float(pruned.params)
-        elif o.kind == "size_gb":
-            values[o.name] = pruned.size_bytes[o.dtype] / 1e9
-        elif o.kind == "flops":
-            values[o.name] = float(pruned.flops_per_token)
-    return values
-
-
 def measure(scorer: ObjectiveScorer, pruned: Pruned) -> tuple[dict[str, float], dict[str, Any]]:
     """The pruned model's values on the scorer's objectives (measured ones on the model as it runs)."""
-    analytic = _analytic(pruned, scorer.objectives)
     if pruned.sub is None:
+        analytic = scorer.cost_values(pruned.params, pruned.size_bytes, pruned.flops_per_token)
         return scorer.measure_with(pruned.model, analytic)
-    with pruned.model.sub_network(pruned.sub):
-        return scorer.measure_with(pruned.model, analytic)
+    with pruned.model.sub_network(pruned.sub):  # a sub-network of a (permuted) copy: costed like searched ones
+        return scorer.measure(pruned.model, pruned.sub)
 
 
 def _entry_key(job: Job, context: dict[str, Any]) -> str:
