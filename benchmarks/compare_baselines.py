@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 
+from nas.io.atomic import write_json
 from nas.search.context import build_scorer
 from nas.search.objectives import parse_objectives
 from nas.stages.baselines import run_baselines
@@ -64,8 +65,7 @@ def search_rows(cfg: Any, run_dir: Path, objectives: list[dict[str, Any]], cache
             values, details = scorer.measure(model, sub)
         rows.append({"model": label, "kind": "search", "size": values["size_gb_fp16"], "details": details})
         print(f"{label}: {values} ({time.perf_counter() - start:.0f} s)", flush=True)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"key": key, "rows": rows}))
+    write_json({"key": key, "rows": rows}, cache)
     return rows
 
 
