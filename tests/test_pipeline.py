@@ -76,7 +76,8 @@ def finished(tmp_path_factory):
 def test_every_stage_runs_and_leaves_its_outputs(finished):
     tmp, _, summary = finished
     run = tmp / "run"
-    assert list(summary["stages"]) == ["reorder", "train", "search", "quantize", "analyze", "export"]
+    assert list(summary["stages"]) == ["reorder", "train", "search", "confirm", "quantize", "analyze", "export"]
+    assert summary["stages"]["confirm"] == {"confirmed": 0, "why": "no accuracy objective"}  # perplexity vs params
     reordered = json.loads((run / "reorder" / "reordered" / "config.json").read_text())
     trained = json.loads((run / "train" / "supernet" / "config.json").read_text())
     assert trained["nas_layer_order"] == reordered["nas_layer_order"]  # training started from the reordered model
@@ -153,7 +154,14 @@ def test_bad_input_fails_before_any_stage(tmp_path):
 RUNNABLE = [e for e in EXPERIMENTS if not e.endswith("_base") and e not in ("llama_nas_finetune", "ablation_sampler")]
 # The issue's shrinking overrides, then what any experiment needs on this offline CPU machine: the one-device
 # trainer instead of FSDP / bf16 GPU ones, local data instead of the hub, and no W&B.
-SHRINK = ["model=tiny_llama", "search.n_trials=6", "search.population_size=3", "trainer.max_steps=2", "limit=8"]
+SHRINK = [
+    "model=tiny_llama",
+    "search.n_trials=6",
+    "search.population_size=3",
+    "trainer.max_steps=2",
+    "limit=8",
+    "confirm.limit=8",
+]
 # The paper experiments run the baselines stage: one ratio per method (0.5 is also the 2:4 methods' only one)
 # and a few calibration windows keep it to seconds on the tiny model while still pruning, scoring and drawing them.
 BASELINES_SHRINK = ["ratio=[0.5]", "calibration.num_samples=8"]
@@ -179,7 +187,7 @@ def test_experiments_compose(experiment):
 def test_experiment_runs_to_completion_on_the_tiny_model(experiment, tmp_path):
     overrides = [f"experiments={experiment}", *SHRINK, *BASELINES_SHRINK, *OFFLINE_CPU, f"logger.save_dir={tmp_path}"]
     if experiment == "llama_nas_mmlu":  # 57 subjects of 5-shot prompts, ~3k tokens each with the byte tokenizer
-        overrides.append("limit=1")
+        overrides += ["limit=1", "confirm.limit=1"]
     cfg = compose_pipeline([*overrides, f"paths.output_dir={tmp_path / 'run'}"])
     summary = run_pipeline(cfg, tmp_path / "run")
     assert [s for s, on in cfg.stages.items() if on] == list(summary["stages"])
@@ -188,9 +196,13 @@ def test_experiment_runs_to_completion_on_the_tiny_model(experiment, tmp_path):
     assert {o["name"] for o in search["objectives"]} == set(search["reference"])
     assert cfg.evaluator.limit == (1 if experiment == "llama_nas_mmlu" else 8)
     assert (tmp_path / "run" / "analyze" / "report.html").is_file()
+    confirmed = json.loads((tmp_path / "run" / "confirm" / "confirmation.json").read_text())["candidates"]
+    assert [c["kind"] for c in confirmed[:2]] == ["reference", "reference"]  # pre-trained and fine-tuned
     if cfg.stages.baselines:  # the paper experiments: each selected method pruned once (ratio 0.5) and scored
         baselines = json.loads((tmp_path / "run" / "baselines" / "baselines.json").read_text())["baselines"]
         assert sorted(e["method"] for e in baselines) == sorted(cfg.baseline)
+        # ... and confirmed on held-out items, loaded from its saved folder like any user would
+        assert sorted(c["method"] for c in confirmed if c["kind"] == "baseline") == sorted(cfg.baseline)
 
 
 @pytest.mark.parametrize("entry", ["pipeline", "search", "train", "evaluate"])

@@ -17,7 +17,9 @@ import numpy as np
 from nas.analysis import figures
 from nas.analysis.baselines import overlay_baselines
 from nas.analysis.run import RunData
+from nas.analysis.search_intervals import search_interval
 from nas.analysis.units import cost_objectives, label, quality_objectives, scale, slug
+from nas.search.confirmation import PRETRAINED, REFERENCES
 from nas.search.objectives import Objective
 from nas.search.pareto import losses, pareto_mask
 
@@ -81,6 +83,7 @@ def plot_pareto(
         label=f"Pareto front ({len(front)})",
         zorder=3,
     )
+    _front_error_bars(ax, run, quality, cost, [run.evaluations[i] for i in front])
     ref_x, ref_y = run.reference.get(cost.name), run.reference.get(quality.name)
     if ref_x is not None and ref_y is not None:
         ax.scatter(
@@ -90,8 +93,9 @@ def plot_pareto(
             color=figures.REFERENCE_COLOR,
             edgecolor="black",
             zorder=5,
-            label="unmodified model",
+            label=run.reference_label,
         )
+    _overlay_pretrained(ax, run, quality, cost)
     _overlay_quantized(ax, run, quality, cost, {run.evaluations[i].number for i in front})
     overlay_baselines(ax, run.baselines, quality, cost)
     ax.set_xlabel(
@@ -102,6 +106,53 @@ def plot_pareto(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return figures.save(fig, path, dpi)
+
+
+def _front_error_bars(ax: Any, run: RunData, quality: Objective, cost: Objective, front: list[Any]) -> None:
+    """95% intervals of the front's search scores (and the unmodified model's), where the items were counted."""
+    sy = scale(quality)
+    points = [(e.values[cost.name], e.values[quality.name], search_interval(quality, e.details)) for e in front]
+    reference = run.reference.get(cost.name), run.reference.get(quality.name)
+    if None not in reference:
+        points.append((*reference, search_interval(quality, run.reference_details)))  # type: ignore[arg-type]
+    shown = [(x, y, iv) for x, y, iv in points if iv is not None]
+    if not shown:
+        return
+    xs = [x for x, _, _ in shown]
+    low = [(y - iv[0]) * sy for _, y, iv in shown]
+    high = [(iv[1] - y) * sy for _, y, iv in shown]
+    ax.errorbar(
+        xs,
+        [y * sy for _, y, _ in shown],
+        yerr=[low, high],
+        fmt="none",
+        ecolor="0.35",
+        elinewidth=0.8,
+        capsize=2,
+        zorder=2,
+        label="95% interval (search items)",
+    )
+
+
+def _overlay_pretrained(ax: Any, run: RunData, quality: Objective, cost: Objective) -> None:
+    """The pre-trained model (before reordering and fine-tuning) on the search's items, when the confirm stage
+    scored it there: the second reference, told apart from the search's own."""
+    pretrained = run.confirmation.reference(PRETRAINED) if run.confirmation is not None else None
+    if pretrained is None or run.reference_label == "unmodified model":
+        return
+    x, y = pretrained["search_values"].get(cost.name), pretrained["search_values"].get(quality.name)
+    if x is not None and y is not None:
+        ax.scatter(
+            [x],
+            [y * scale(quality)],
+            s=120,
+            marker="s",
+            facecolor="none",  # hollow: the fine-tuned full network can sit at the same point
+            edgecolor="tab:orange",
+            linewidths=1.8,
+            zorder=5,
+            label=REFERENCES[PRETRAINED],
+        )
 
 
 def _overlay_quantized(ax: Any, run: RunData, quality: Objective, cost: Objective, front: set[int]) -> None:
@@ -124,7 +175,7 @@ def _overlay_quantized(ax: Any, run: RunData, quality: Objective, cost: Objectiv
                     color=figures.REFERENCE_COLOR,
                     edgecolor="black",
                     zorder=5,
-                    label=f"unmodified model, {method.upper()}",
+                    label=f"{run.reference_label}, {method.upper()}",
                 )
                 continue
             points.append((qx, qy * sy))

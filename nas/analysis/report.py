@@ -5,6 +5,7 @@ Writes to `out_dir` (default `<run_dir>/report/`):
     report.md, report.html    the report (the HTML page embeds its figures: one file to share)
     figures/*.png             Pareto fronts, architecture analysis, hypervolume, predictor quality
     selected.csv              the selected sub-networks (Tables 2 and 5)
+    confirmed.csv             held-out confirmation: search vs confirmed scores, intervals, paired tests
     pareto_set.csv            the Pareto set with its quantized results
     analysis.json             every table's data, the figure paths and the notes
 """
@@ -16,8 +17,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from nas.analysis.confirmation import confirmation_section
 from nas.analysis.document import Document, Heading, Text, to_html, to_markdown
 from nas.analysis.options import AnalysisOptions
+from nas.analysis.pareto_plots import pairs
 from nas.analysis.progress import hypervolume_rows
 from nas.analysis.run import RunData, load_run
 from nas.analysis.sections import (
@@ -45,6 +48,12 @@ def build_document(run: RunData, out_dir: Path, options: AnalysisOptions) -> tup
         ("overview", overview(run, hv)),
         ("pareto", pareto_section(run, figures_dir, options)),
         ("baselines", baselines_section(run)),
+        (
+            "confirmation",
+            confirmation_section(
+                run.confirmation, pairs(run.objectives), figures_dir, options.size_fractions, options.dpi
+            ),
+        ),
         ("selected", selection_section(run, options)),
         ("architecture", architecture_section(run, figures_dir, options)),
         ("progress", progress_section(run, hv, figures_dir, options)),
@@ -91,6 +100,14 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, **option
     selected = [{"pair": pair} | r for pair, rows in data["selected"].items() for r in rows]
     write_csv(selected, out / "selected.csv")
     write_csv(data["pareto"]["pareto_set"], out / "pareto_set.csv")
+    if data["confirmation"]:
+        confirmed = [
+            {"pair": pair, "table": table} | r
+            for pair, d in data["confirmation"].items()
+            for table in ("rows", "selections")
+            for r in d[table]
+        ]
+        write_csv(confirmed, out / "confirmed.csv")
     result = {
         "run_dir": str(run_dir),
         "search_dir": str(run.search_dir),
@@ -105,6 +122,7 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, **option
         "quantized_methods": run.quantized.methods,
         "selected": data["selected"],
         "baselines": data["baselines"],
+        "confirmation": data["confirmation"],
         "pareto_set": data["pareto"]["pareto_set"],
         "architecture": data["architecture"],
         "progress": data["progress"],

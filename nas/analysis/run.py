@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from nas.analysis.baselines import BaselineResult, find_baselines_file, read_baselines
+from nas.analysis.confirmation import Confirmation, find_confirmation, read_confirmation
 from nas.analysis.quantized import (
     SPEED_FILE_NAME,
     QuantizedResults,
@@ -77,6 +78,9 @@ class RunData:
         speeds: trial number (None: the unmodified model) -> prefill / decode tokens per second that the
             pipeline measured for the Pareto set (`speed.json`); also merged into their details.
         baselines: pruning baselines scored on the same objectives (`baselines.json`), when present.
+        confirmation: the pipeline's held-out confirmation (`confirm/confirmation.json`), when present.
+        reference_label: what the search's reference is: the fine-tuned super-network's full network when the
+            pipeline trained it, else the unmodified model.
     """
 
     search_dir: Path
@@ -94,6 +98,8 @@ class RunData:
     quantized: QuantizedResults = field(default_factory=QuantizedResults)
     speeds: dict[int | None, dict[str, float]] = field(default_factory=dict)
     baselines: list[BaselineResult] = field(default_factory=list)
+    confirmation: Confirmation | None = None
+    reference_label: str = "unmodified model"
     notes: list[str] = field(default_factory=list)
 
     def objective(self, name: str) -> Objective:
@@ -260,6 +266,9 @@ def load_run(
     )
     run.baselines, baseline_notes = read_baselines(find_baselines_file(search_dir, run_dir), objectives)
     run.notes.extend(baseline_notes)
+    run.confirmation = read_confirmation(find_confirmation(search_dir, run_dir))
+    if (run_dir / "train" / "stage.json").is_file():
+        run.reference_label = "fine-tuned full network"
     details_of: dict[int | None, dict[str, Any]] = {e.number: e.details for e in run.evaluations}
     details_of[None] = run.reference_details
     for number, speed in run.speeds.items():

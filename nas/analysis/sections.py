@@ -53,7 +53,7 @@ def overview(run: RunData, hv: list[dict[str, Any]]) -> Section:
         f"Study: {run.study_name} ({run.algorithm or 'unknown algorithm'}), in {run.search_dir}",
         f"Search space: {run.space_name or 'unknown'}" + (f": {choices}" if choices else ""),
         "Objectives: " + ", ".join(f"{o.name} ({o.kind}, {o.direction})" for o in run.objectives),
-        "Unmodified model: " + (_reference_values(run) or "not recorded"),
+        f"Search reference ({run.reference_label}): " + (_reference_values(run) or "not recorded"),
         f"Real evaluations: {len(run.evaluations)}; duplicate proposals answered from the database: {run.duplicates}",
         "Trials by state: " + ", ".join(f"{k} {v}" for k, v in run.trial_states.items()),
         f"Pareto set (all objectives): {len(run.pareto_set())} sub-networks",
@@ -74,7 +74,7 @@ def pareto_section(run: RunData, figures_dir: Path, options: AnalysisOptions) ->
     for quality, cost in pairs(run.objectives):
         path = plot_pareto(run, quality, cost, figures_dir / pareto_file_name(quality, cost), options.dpi)
         paths.append(path)
-        caption = f"{quality.name} vs {cost.name}: every evaluated sub-network (grey), the front of these two objectives, the unmodified model (red)"
+        caption = f"{quality.name} vs {cost.name}: every evaluated sub-network (grey), the front of these two objectives, the {run.reference_label} (red)"
         if run.baselines:
             caption += "; pruning baselines with a marker per method"
         if run.quantized.results:
@@ -91,7 +91,7 @@ def pareto_section(run: RunData, figures_dir: Path, options: AnalysisOptions) ->
             paths.append(path)
             caption = (
                 f"{quality.name} vs measured {speed.mode} throughput of the Pareto set (timed after the search), "
-                "the unmodified model (red)"
+                f"the {run.reference_label} (red)"
             )
             if view.quantized.results:
                 caption += " and their quantized versions"
@@ -129,7 +129,7 @@ def selection_section(run: RunData, options: AnalysisOptions) -> Section:
     blocks: list[Block] = [Heading("Selected sub-networks")]
     blocks.append(
         Text(
-            f"Relative to the unmodified model, in the shape of LLaMA-NAS Tables 2 and 5. Same accuracy: at most "
+            f"Relative to the {run.reference_label} (the search's reference), on search scores, in the shape of LLaMA-NAS Tables 2 and 5. Same accuracy: at most "
             f"{options.accuracy_tolerance:g} percentage point{'' if options.accuracy_tolerance == 1 else 's'} below the reference (perplexity: at most "
             f"{options.perplexity_tolerance:.0%} above it). Most accurate: the best accuracy at a cost of at most "
             f"{', '.join(f'{f:g}' for f in options.size_fractions)} of the reference's."

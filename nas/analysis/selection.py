@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nas.analysis.run import Evaluation, RunData
+from nas.analysis.search_intervals import search_interval
 from nas.analysis.tables import Column
 from nas.analysis.units import scale, short_label, shown, value_format
 from nas.search.objectives import Objective
@@ -167,7 +168,7 @@ def row(
 ) -> dict[str, Any]:
     """One table row: values shown in display units, relative cost and accuracy change, quantized results."""
     out: dict[str, Any] = {"selection": label, "trial": number if number is not None else "-"}
-    out["description"] = describe(sub, _mlp_choices(run)) if number is not None else "unmodified model"
+    out["description"] = describe(sub, _mlp_choices(run)) if number is not None else run.reference_label
     out |= {o.name: shown(o, values.get(o.name)) for o in run.objectives}
     ref_c, ref_q = run.reference.get(cost.name), run.reference.get(quality.name)
     c, q = values.get(cost.name), values.get(quality.name)
@@ -182,7 +183,7 @@ def selection_table(
     run: RunData, quality: Objective, cost: Objective, selections: Sequence[Selection]
 ) -> tuple[list[dict[str, Any]], list[Column]]:
     """Rows (the reference first, then each selection) and their columns."""
-    rows = [row(run, "unmodified model", None, run.reference, run.reference_details, None, quality, cost)]
+    rows = [row(run, run.reference_label, None, run.reference, run.reference_details, None, quality, cost)]
     for s in selections:
         e = s.evaluation
         if e is None:
@@ -212,10 +213,14 @@ def pareto_table(run: RunData, quality: Objective | None = None) -> tuple[list[d
     rows: list[dict[str, Any]] = []
     for e in front:
         r: dict[str, Any] = {"trial": e.number} | {o.name: shown(o, e.values[o.name]) for o in run.objectives}
+        interval = search_interval(quality, e.details) if quality is not None else None
+        if quality is not None and interval is not None:
+            r["interval"] = f"[{interval[0] * scale(quality):.1f}, {interval[1] * scale(quality):.1f}]"
         r |= _measured_cells(run, e.number, e.details, quality)
         r["description"] = describe(e.subnetwork, mlp)
         rows.append(r)
     cols = [Column("trial", "trial")] + [Column(o.name, short_label(o), value_format(o)) for o in run.objectives]
+    cols.append(Column("interval", "95% interval (search items)"))
     cols += _measured_columns(run, quality)
     cols.append(Column("description", "architecture"))
     return rows, [c for c in cols if any(r.get(c.key) is not None for r in rows)]

@@ -29,7 +29,7 @@ from nas.evaluation.built_task import CPU_FORWARD_COST, CUDA_FORWARD_COST, Built
 from nas.evaluation.loglikelihood import ForwardTimer, score_batches
 from nas.evaluation.requests import RequestEncoder, max_length
 from nas.evaluation.results import ResultsCache, TaskResult, sub_network_key, weights_fingerprint
-from nas.evaluation.task import MultipleChoiceTask, Selection
+from nas.evaluation.task import ItemSet, MultipleChoiceTask, Selection
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,9 @@ class Evaluator:
         tasks: the tasks (e.g. from `load_task`), or a mapping name -> task.
         tokenizer: the model's tokenizer.
         max_length: the model's maximum input length (inputs are cut from the left beyond it, as HFLM does).
-        limit, limit_mode, seed: which items (`Selection`); fixed for the evaluator's life, so every
-            sub-network of a study sees the same items. `limit` applies per group (MMLU subject).
+        limit, limit_mode, seed, items: which items (`Selection`); fixed for the evaluator's life, so every
+            sub-network of a study sees the same items. `limit` applies per group (MMLU subject); `items`
+            is the item set drawn from: scored (the split lm-eval scores), search or confirm (disjoint).
         data_dir: the offline data folder (None: `$NAS_DATA_DIR`, else ../shared/data).
         batch_tokens: padded tokens per forward pass (batch size x longest row); None: 512 on CPU
             (larger batches do not run faster there and pad more), 16384 on CUDA.
@@ -66,6 +67,7 @@ class Evaluator:
         limit: int | None = None,
         limit_mode: str = "first",
         seed: int = 0,
+        items: str = "scored",
         data_dir: str | os.PathLike[str] | None = None,
         batch_tokens: int | None = None,
         max_batch_size: int = 64,
@@ -87,7 +89,7 @@ class Evaluator:
             raise NASError(
                 f"forward_cost={forward_cost}: use a number of tokens >= 0, or null for the device's default."
             )
-        self.selection = Selection(limit, limit_mode, seed)
+        self.selection = Selection(limit, limit_mode, seed, items)
         self.encoder = RequestEncoder(tokenizer, max_length)
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
@@ -113,6 +115,13 @@ class Evaluator:
     @property
     def task_names(self) -> list[str]:
         return list(self.tasks)
+
+    def item_sets(self) -> dict[str, ItemSet]:
+        """Which documents of which split each task scores (what a study records of its items)."""
+        return {
+            name: ItemSet(name, b.task.split_of(self.selection.items), self.selection.items, tuple(b.doc_indices))
+            for name, b in self.tasks.items()
+        }
 
     def evaluate(
         self,

@@ -149,7 +149,8 @@ class ResultsCache:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
-                f.write(json.dumps({"key": key, "result": result.to_dict()}) + "\n")
+                # Per-item details too when the result has them (a confirmation resumed after a kill needs them).
+                f.write(json.dumps({"key": key, "result": result.to_dict(with_items=bool(result.items))}) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
 

@@ -19,11 +19,12 @@ from nas.evaluation.requests import max_length
 from nas.evaluation.results import weights_fingerprint
 from nas.evaluation.task import Selection
 from nas.instantiate import instantiate
+from nas.io.atomic import write_json
 from nas.io.locations import config_dir
 from nas.search.encoding import SearchEncoding
 from nas.search.objective_scorer import ObjectiveScorer
 from nas.search.objectives import SPEED, Objective, parse_objectives, task_names
-from nas.search.outputs import ROUNDS_ATTR
+from nas.search.outputs import ITEMS_ATTR, ITEMS_FILE, ROUNDS_ATTR
 from nas.search.study import create_or_resume, open_storage, storage_url
 from nas.supernet.search_space import SearchSpace
 
@@ -107,8 +108,7 @@ def check_search_config(cfg: DictConfig) -> list[Objective]:
         load_task(name)  # unknown task names fail here, listing the available ones
     SearchSpace.check_config(cfg.search_space)
     if task_names(objectives):
-        evaluator = cfg.get("evaluator") or {}
-        Selection(evaluator.get("limit"), evaluator.get("limit_mode", "first"), evaluator.get("seed", 0))
+        Selection.from_config(cfg.get("evaluator"))
     n_trials = _count(search.n_trials, "search.n_trials", 1, "the budget of real evaluations")
     _count(search.n_workers, "search.n_workers", 1, "worker processes")
     if algorithm.uses_population:
@@ -149,7 +149,11 @@ def signature(cfg: DictConfig, model: Any, space: SearchSpace, objectives: list[
         "search_space": {"name": space.name, "choices": {k: list(v) for k, v in space.parameters().items()}},
         "layer_order": list(space.layer_order),
         "objectives": [{k: v for k, v in o.to_dict().items() if k != "hv_bound"} for o in objectives],
-        "selection": {k: evaluator.get(k) for k in ("limit", "limit_mode", "seed")} if task_names(objectives) else None,
+        "selection": (
+            {k: evaluator.get(k, "scored" if k == "items" else None) for k in ("limit", "limit_mode", "seed", "items")}
+            if task_names(objectives)
+            else None
+        ),
         "perplexity": (
             {k: ppl.get(k) for k in ("data_file", "text_file", "seq_len", "max_tokens")}
             if "perplexity" in kinds and ppl is not None
@@ -191,6 +195,12 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
     study, resumed = create_or_resume(
         storage, str(cfg.search.study_name), directions, signature(cfg, model, space, objectives)
     )
+    if scorer.evaluator is not None and worker_index == 0:
+        # Which documents steered this study, so a confirmation can prove its own items are others.
+        items = {name: s.to_dict() for name, s in scorer.evaluator.item_sets().items()}
+        write_json(items, output_dir / ITEMS_FILE)
+        if study.user_attrs.get(ITEMS_ATTR) != items:
+            study.set_user_attr(ITEMS_ATTR, items)
     # Workers, and a resumed run, draw different random streams (else they would re-propose the same).
     seed = int(cfg.search.seed) + 7919 * worker_index + len(study.get_trials(deepcopy=False))
 

@@ -114,6 +114,7 @@ class ObjectiveScorer:
         results = self.evaluator.evaluate(model, tasks=tasks) if tasks and self.evaluator else {}
         for name, result in results.items():
             details.update({f"{name}.{k}": v for k, v in result.metrics.items() if v is not None})
+            details[f"{name}.n"] = result.num_items  # for the score's interval in reports
         speed = None
         for o in self.objectives:
             if o.kind == "accuracy":

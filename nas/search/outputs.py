@@ -35,6 +35,9 @@ from nas.search.trials import (
 )
 
 ROUNDS_ATTR = "linas_rounds"
+# The documents (split, indices) each task's accuracy was measured on: a study attribute and a file beside it.
+ITEMS_ATTR = "items"
+ITEMS_FILE = "items.json"
 
 
 def reference_values(study: optuna.Study) -> dict[str, float]:

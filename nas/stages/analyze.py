@@ -46,5 +46,7 @@ def analyze_stage(cfg: DictConfig, run_dir: Path, out_dir: Path) -> dict[str, An
     tables = {"pareto_set": result.get("pareto_set", [])}
     tables |= {f"selected/{pair}": rows for pair, rows in result.get("selected", {}).items()}
     tables |= {f"baselines/{pair}": rows for pair, rows in result.get("baselines", {}).items()}
+    for pair, confirmed in (result.get("confirmation") or {}).items():
+        tables |= {f"confirmed/{pair}": confirmed["rows"], f"confirmed_selections/{pair}": confirmed["selections"]}
     log_report(cfg, str(cfg.name), result.get("figures", []), tables)
     return {k: result[k] for k in ("report_html", "report_md", "evaluations", "selected") if k in result}

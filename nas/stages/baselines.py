@@ -97,8 +97,7 @@ def check_baselines_config(cfg: DictConfig) -> tuple[list[Job], list[Objective]]
     jobs = planned_jobs(cfg)
     objectives = parse_objectives(_objective_specs(cfg))
     if task_names(objectives):
-        evaluator = cfg.get("evaluator") or {}
-        Selection(evaluator.get("limit"), evaluator.get("limit_mode", "first"), evaluator.get("seed", 0))
+        Selection.from_config(cfg.get("evaluator"))
     if any(job.method.needs_calibration for job in jobs):
         instantiate(cfg.calibration)  # a missing calibration text fails now
     _check_recovery_method(cfg)
@@ -188,7 +187,7 @@ def run_baselines(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "weights": weights_fingerprint(model),
         "objectives": [o.to_dict() for o in objectives],
         "selection": plain(
-            {k: cfg.evaluator.get(k) for k in ("limit", "limit_mode", "seed")} if cfg.get("evaluator") else {}
+            {k: cfg.evaluator.get(k) for k in ("limit", "limit_mode", "seed", "items")} if cfg.get("evaluator") else {}
         ),
     }
     reference_values, reference_details = scorer.measure(model, SubNetwork.full(shape))

@@ -46,7 +46,7 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """The whole job; returns what it writes to `output_dir/results.json`."""
     # Cheap checks first, so a typo fails before the model loads.
     spec = check_spec(cfg.subnet)
-    Selection(cfg.evaluator.get("limit"), cfg.evaluator.get("limit_mode", "first"), cfg.evaluator.get("seed", 0))
+    Selection.from_config(cfg.get("evaluator"))
     tasks = build_tasks(cfg.task)
     for task in tasks:  # missing or malformed data fails here, before the model loads
         task.prefetch(cfg.evaluator.data_dir)

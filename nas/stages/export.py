@@ -41,10 +41,16 @@ def selected_trials(run_dir: Path) -> dict[int, list[str]]:
     if not analysis.is_file():
         return {}
     chosen: dict[int, list[str]] = {}
-    for pair, rows in json.loads(analysis.read_text()).get("selected", {}).items():
+    data = json.loads(analysis.read_text())
+    for pair, rows in data.get("selected", {}).items():
         for row in rows:
             if isinstance(row.get("trial"), int):
                 chosen.setdefault(row["trial"], []).append(f"{pair}: {row['selection']}")
+    # The selections made on held-out (confirmed) scores, when the pipeline confirmed the front.
+    for pair, tables in (data.get("confirmation") or {}).items():
+        for row in tables.get("selections", []):
+            if isinstance(row.get("trial"), int):
+                chosen.setdefault(row["trial"], []).append(f"{pair}: {row['selection']} (confirmed)")
     return chosen
 
 

@@ -1,6 +1,6 @@
 """The pipeline (`python -m nas.pipeline`): one command from a pre-trained model to a Pareto report.
 
-    [reorder] -> [train] -> search -> [baselines] -> quantize -> analyze -> export
+    [reorder] -> [train] -> search -> [baselines] -> confirm -> quantize -> analyze -> export
 
     python -m nas.pipeline experiments=quickstart            # make quickstart: SmolLM2, ~10 min on CPU
     python -m nas.pipeline stages.train=false search.n_trials=100
@@ -31,6 +31,7 @@ from nas.models import model_config
 from nas.search.context import check_search_config
 from nas.stages import analyze as analyze_stage
 from nas.stages import baselines as baselines_stage
+from nas.stages import confirm as confirm_stage
 from nas.stages import export as export_stage
 from nas.stages import quantize as quantize_stage
 from nas.stages import reorder as reorder_stage
@@ -39,7 +40,7 @@ from nas.stages import train as train_stage
 
 log = logging.getLogger(__name__)
 
-STAGES = ("reorder", "train", "search", "baselines", "quantize", "analyze", "export")
+STAGES = ("reorder", "train", "search", "baselines", "confirm", "quantize", "analyze", "export")
 # The config keys each stage depends on (besides the stages before it).
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "reorder": ("model", "calibration", "dimensions"),
@@ -71,6 +72,8 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
         "perplexity",
         "speed",
     ),
+    # The pre-trained model (`model`) is one of its references; the search's objectives name the tasks.
+    "confirm": ("model", "objectives", "evaluator", "confirm"),
     "quantize": ("quantization", "pareto_speed"),
     "analyze": ("analysis",),
     "export": ("export",),
@@ -182,6 +185,11 @@ class Pipeline:
         summary = baselines_stage.run_baselines(self.cfg, folder)
         return {"baselines": [{k: e[k] for k in ("method", "ratio", "values", "folder")} for e in summary["baselines"]]}
 
+    def confirm(self, folder: Path) -> dict[str, Any]:
+        baselines = self.results.get("baselines", {}).get("baselines")
+        trained = "train" in self.results
+        return confirm_stage.run_confirm(self.cfg, self.model_config(), self.out / "search", folder, trained, baselines)
+
     def quantize(self, folder: Path) -> dict[str, Any]:
         return quantize_stage.quantize_pareto_set(self.with_model(), self.out / "search", folder)
 
@@ -210,6 +218,8 @@ def check_pipeline_config(cfg: DictConfig) -> None:
     check_search_config(cfg)
     if cfg.stages.get("baselines"):
         baselines_stage.check_baselines_config(cfg)  # unknown methods, ratios out of range: before any stage
+    if cfg.stages.get("confirm"):
+        confirm_stage.confirm_selection(cfg)  # unknown confirm.* settings, confirm.items=search
     if cfg.stages.get("train"):
         instantiate(cfg.data).check_records()  # missing or malformed training data fails now
     if cfg.stages.get("quantize") and cfg.quantization.method not in ("none", "int8", "nf4"):

@@ -1,0 +1,40 @@
+"""95% intervals of the scores a search measured, from what each evaluation recorded (per task: the metric's
+value and, since the search records it, the number of items): Wilson for one task of right/wrong items, the
+normal approximation of a mean of independent proportions for several tasks. None where the count is unknown
+(a study from before items were counted) or the metric is not a proportion (perplexity)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from nas.evaluation.intervals import Z95, wilson
+from nas.evaluation.registry import task_config
+from nas.search.objectives import Objective
+
+
+@cache
+def _task_metric(task: str) -> str:
+    return str(task_config(task).metric)
+
+
+def search_interval(objective: Objective, details: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(low, high) of an accuracy objective's value as measured on `details`' items; None when unknown."""
+    if objective.kind != "accuracy":
+        return None
+    parts = []
+    for task in objective.tasks:
+        metric = objective.metric or _task_metric(task)
+        value, n = details.get(f"{task}.{metric}"), details.get(f"{task}.n")
+        if value is None or not n or metric == "mc2":  # mc2 is a graded score, not a proportion
+            return None
+        parts.append((float(value), int(n)))
+    if len(parts) == 1:
+        p, n = parts[0]
+        interval = wilson(p * n, n)
+        return interval.low, interval.high
+    mean = sum(p for p, _ in parts) / len(parts)
+    half = Z95 * math.sqrt(sum(p * (1 - p) / n for p, n in parts)) / len(parts)
+    return max(0.0, mean - half), min(1.0, mean + half)
