@@ -56,7 +56,7 @@ def evaluate_reference(ctx: SearchContext) -> dict[str, float]:
     _refuse_non_finite_reference(ctx, values)
     record = {"values": values, "details": details, "seconds": time.perf_counter() - start}
     ctx.study.set_user_attr(REFERENCE_ATTR, record)
-    log.info("Reference (unmodified model): %s", _fmt(values))
+    log.info("Reference (the full network of the model searched): %s", _fmt(values))
     return values
 
 
