@@ -252,7 +252,8 @@ def confirmation_section(
             "mean over tasks); optimism = search score minus confirmed score (the references' optimism is how much "
             "easier the search items are than the held-out ones; a sub-network's beyond that is the selection's own "
             "bias); Δ = model minus reference on the same "
-            "items, with the paired test's p-value (exact McNemar for one task, paired bootstrap otherwise). "
+            "items, with the paired test's p-value (exact McNemar for one task, paired bootstrap otherwise, whose p-values "
+            "stop at 2 / (resamples + 1), 0.001 with the default 2000). "
             f"References: the {REFERENCES[PRETRAINED]} (as loaded, before reordering and fine-tuning) and the "
             f"{REFERENCES[FINETUNED]} (the super-network after fine-tuning)."
         ),
