@@ -160,11 +160,10 @@ class MultipleChoiceTask:
             self._docs[key] = self.documents.load(key[0], self.source, data_dir)
         return self._docs[key]
 
-    def prefetch(self, data_dir: str | os.PathLike[str] | None = None) -> None:
-        """Read the scored, search and few-shot documents now, so missing or malformed data fails early."""
-        self.load(data_dir)
-        if self.search_split is not None:
-            self.load(data_dir, self.search_split)
+    def prefetch(self, data_dir: str | os.PathLike[str] | None = None, items: str = "scored") -> None:
+        """Read the documents the item set `items` draws from and the few-shot ones now, so missing or
+        malformed data fails early."""
+        self.load(data_dir, self.split_of(items))
         if self.num_fewshot and self.fewshot_split is not None:
             self.load(data_dir, self.fewshot_split)
 

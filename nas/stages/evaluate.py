@@ -46,10 +46,10 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """The whole job; returns what it writes to `output_dir/results.json`."""
     # Cheap checks first, so a typo fails before the model loads.
     spec = check_spec(cfg.subnet)
-    Selection.from_config(cfg.get("evaluator"))
+    selection = Selection.from_config(cfg.get("evaluator"))
     tasks = build_tasks(cfg.task)
     for task in tasks:  # missing or malformed data fails here, before the model loads
-        task.prefetch(cfg.evaluator.data_dir)
+        task.prefetch(cfg.evaluator.data_dir, selection.items)
     meter = instantiate(cfg.speed) if cfg.get("speed") is not None else None
 
     model, tokenizer = instantiate(cfg.model)
