@@ -31,15 +31,17 @@ QUESTIONS = [
 
 
 def write_synthetic_data(root: Path) -> Path:
-    """A data folder in the ../shared/data layout: ARC-Easy test, two MMLU subjects (test + dev), WinoGrande."""
+    """A data folder in the ../shared/data layout: ARC-Easy test and dev (the search's validation split, the same
+    questions), two MMLU subjects (test + dev), WinoGrande."""
     (root / "arc").mkdir(parents=True)
-    with (root / "arc" / "ARC-Easy-Test.jsonl").open("w") as f:
-        for i, (stem, texts, key) in enumerate(QUESTIONS):
-            labels = [str(j + 1) for j in range(len(texts))] if key.isdigit() else list("ABCDE"[: len(texts)])
-            choices = [{"text": t, "label": label} for t, label in zip(texts, labels)]
-            f.write(
-                json.dumps({"id": f"q{i}", "question": {"stem": stem, "choices": choices}, "answerKey": key}) + "\n"
-            )
+    for split in ("Test", "Dev"):
+        with (root / "arc" / f"ARC-Easy-{split}.jsonl").open("w") as f:
+            for i, (stem, texts, key) in enumerate(QUESTIONS):
+                labels = [str(j + 1) for j in range(len(texts))] if key.isdigit() else list("ABCDE"[: len(texts)])
+                choices = [{"text": t, "label": label} for t, label in zip(texts, labels)]
+                f.write(
+                    json.dumps({"id": f"q{i}", "question": {"stem": stem, "choices": choices}, "answerKey": key}) + "\n"
+                )
     for split in ("test", "dev"):
         (root / "mmlu" / split).mkdir(parents=True)
         for subject in ("anatomy", "virology"):

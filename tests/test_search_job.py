@@ -96,6 +96,11 @@ def test_accuracy_objective_scores_a_task(tmp_path):
     assert [o.name for o in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     for t in real(study):
         assert 0.0 <= t.values[0] <= 1.0 and "arc_easy.acc" in t.user_attrs["details"]
+    # Scored on the search items (ARC's validation split), and the study says which.
+    recorded = json.loads((out / "items.json").read_text())
+    assert recorded == study.user_attrs["items"]
+    assert recorded["arc_easy"]["split"] == "validation" and recorded["arc_easy"]["items"] == "search"
+    assert len(recorded["arc_easy"]["doc_indices"]) == 4
 
 
 KILLER = textwrap.dedent(
