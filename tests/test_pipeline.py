@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from test_search_job import TEXT
 
@@ -253,7 +254,9 @@ def test_ablation_sweep_compares_jobs_and_reports_a_failed_one(tmp_path):
         rows = {row["job"]: row for row in csv.DictReader(f)}
     assert set(rows) == set(jobs)
     for job, row in rows.items():
-        if "search.n_trials=2" in job:
+        # The job's own overrides (its folder name is cut short, with a hash, once the overrides get long).
+        overrides = yaml.safe_load((sweep / job / ".hydra" / "overrides.yaml").read_text())
+        if "search.n_trials=2" in overrides:
             assert row["status"] == "failed" and "below search.population_size" in row["error"]
         else:
             assert row["status"] == "completed" and row["evaluations"] == "6" and float(row["hypervolume"]) >= 0
