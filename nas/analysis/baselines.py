@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.analysis import figures
+from nas.analysis.search_intervals import shown_interval
 from nas.analysis.tables import Column
 from nas.analysis.units import scale, shown, value_format
 from nas.evaluation.registry import task_config
@@ -142,9 +143,11 @@ def comparison_rows(
             "baseline": b.label,
             cost.name: shown(cost, b.values[cost.name]),
             quality.name: shown(quality, b.values[quality.name]),
+            "interval": shown_interval(quality, b.details),
             "trial": best.number if best is not None else "-",
             "sub_cost": shown(cost, best.values[cost.name]) if best is not None else None,
             "sub_quality": shown(quality, best.values[quality.name]) if best is not None else None,
+            "sub_interval": shown_interval(quality, best.details) if best is not None else None,
         }
         if best is not None:
             row["difference"] = scale(quality) * (best.values[quality.name] - b.values[quality.name])
@@ -158,9 +161,11 @@ def comparison_rows(
         Column("baseline", "baseline (ratio)"),
         Column(cost.name, cost.name, value_format(cost)),
         Column(quality.name, quality.name, fmt),
+        Column("interval", "95% interval"),
         Column("trial", "best sub-network (trial)"),
         Column("sub_cost", f"its {cost.name}", value_format(cost)),
         Column("sub_quality", f"its {quality.name}", fmt),
+        Column("sub_interval", "95% interval"),
         Column("difference", "sub-network - baseline", "+.2f"),
     ] + [Column(f"{t} diff", f"{t} diff (pts)", "+.2f") for t in tasks]
     return rows, [c for c in columns if any(r.get(c.key) is not None for r in rows)]

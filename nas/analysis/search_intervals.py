@@ -38,3 +38,9 @@ def search_interval(objective: Objective, details: Mapping[str, Any]) -> tuple[f
     mean = sum(p for p, _ in parts) / len(parts)
     half = Z95 * math.sqrt(sum(p * (1 - p) / n for p, n in parts)) / len(parts)
     return max(0.0, mean - half), min(1.0, mean + half)
+
+
+def shown_interval(objective: Objective, details: Mapping[str, Any]) -> str | None:
+    """`[low, high]` in percent, for a table cell; None when unknown."""
+    interval = search_interval(objective, details)
+    return None if interval is None else f"[{interval[0] * 100:.1f}, {interval[1] * 100:.1f}]"

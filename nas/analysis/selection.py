@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nas.analysis.run import Evaluation, RunData
-from nas.analysis.search_intervals import search_interval
+from nas.analysis.search_intervals import shown_interval
 from nas.analysis.tables import Column
 from nas.analysis.units import scale, short_label, shown, value_format
 from nas.search.objectives import Objective
@@ -176,6 +176,7 @@ def row(
         out["ratio"] = c / ref_c if cost.maximize else ref_c / c
     if ref_q is not None and q is not None:
         out["delta"] = (q - ref_q) * scale(quality)
+    out["interval"] = shown_interval(quality, details)
     return out | _measured_cells(run, number, details, quality)
 
 
@@ -197,6 +198,7 @@ def columns(run: RunData, quality: Objective, cost: Objective, rows: Sequence[di
     """The columns that have a value in some row, in a fixed order."""
     cols = [Column("selection", "sub-network"), Column("trial", "trial")]
     cols += [Column(o.name, short_label(o), value_format(o)) for o in run.objectives]
+    cols.append(Column("interval", "95% interval (search items)"))
     cols.append(Column("ratio", RATIO_HEADERS.get(cost.kind, "x smaller"), ".2f"))
     cols.append(Column("delta", "Δ pt" if quality.kind == "accuracy" else f"Δ {quality.name}", "+.2f"))
     cols += _measured_columns(run, quality)
@@ -213,9 +215,8 @@ def pareto_table(run: RunData, quality: Objective | None = None) -> tuple[list[d
     rows: list[dict[str, Any]] = []
     for e in front:
         r: dict[str, Any] = {"trial": e.number} | {o.name: shown(o, e.values[o.name]) for o in run.objectives}
-        interval = search_interval(quality, e.details) if quality is not None else None
-        if quality is not None and interval is not None:
-            r["interval"] = f"[{interval[0] * scale(quality):.1f}, {interval[1] * scale(quality):.1f}]"
+        if quality is not None:
+            r["interval"] = shown_interval(quality, e.details)
         r |= _measured_cells(run, e.number, e.details, quality)
         r["description"] = describe(e.subnetwork, mlp)
         rows.append(r)
