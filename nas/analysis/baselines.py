@@ -137,7 +137,7 @@ def comparison_rows(
     accuracy difference (sub-network minus baseline) on `quality` and each task's own metric."""
     rows = []
     for b in sorted(baselines, key=lambda b: (b.method, b.ratio)):
-        affordable = [e for e in front if _not_more_costly(e.values[cost.name], b.values[cost.name], cost)]
+        affordable = [e for e in front if not_more_costly(e.values[cost.name], b.values[cost.name], cost)]
         best = max(affordable, key=lambda e: e.values[quality.name] * (1 if quality.maximize else -1), default=None)
         row: dict[str, Any] = {
             "baseline": b.label,
@@ -171,7 +171,8 @@ def comparison_rows(
     return rows, [c for c in columns if any(r.get(c.key) is not None for r in rows)]
 
 
-def _not_more_costly(value: float, budget: float, cost: Objective) -> bool:
+def not_more_costly(value: float, budget: float, cost: Objective) -> bool:
+    """Whether `value` costs at most `budget` (a maximised cost such as throughput: is at least it)."""
     return value >= budget if cost.maximize else value <= budget
 
 

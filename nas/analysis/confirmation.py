@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.analysis import figures
+from nas.analysis.baselines import not_more_costly
 from nas.analysis.document import Block, Figure, Heading, Table, Text
 from nas.analysis.tables import Column
 from nas.analysis.units import label, scale, short_label, slug, value_format
@@ -110,10 +111,6 @@ def confirmed_columns(quality: Objective, cost: Objective, rows: Sequence[dict[s
     return [c for c in cols if any(r.get(c.key) is not None for r in rows)]
 
 
-def _cost_ok(cost: Objective, value: float, budget: float) -> bool:
-    return value >= budget if cost.maximize else value <= budget
-
-
 def _cheapest(records: Sequence[dict[str, Any]], cost: Objective) -> dict[str, Any]:
     return min(records, key=lambda r: (-r["values"][cost.name] if cost.maximize else r["values"][cost.name], r["id"]))
 
@@ -135,7 +132,7 @@ def confirmed_selections(
     if base is not None and cost.name in base["values"]:
         for f in fractions:
             budget = base["values"][cost.name] / f if cost.maximize else f * base["values"][cost.name]
-            within = [r for r in subs if _cost_ok(cost, r["values"][cost.name], budget)]
+            within = [r for r in subs if not_more_costly(r["values"][cost.name], budget, cost)]
             pick = max(within, key=lambda r: (r["confirmed"][quality.name]["value"], r["id"])) if within else None
             rows.append(
                 _selection_row(

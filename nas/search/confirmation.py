@@ -8,15 +8,15 @@ the report and the selections read (`confirmation.json`).
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from nas.evaluation.intervals import RESAMPLES, compare, score_interval, wilson
+from nas.evaluation.intervals import RESAMPLES, compare, score_interval
 from nas.evaluation.results import TaskResult
+from nas.search.objective_scorer import accuracy_value
 from nas.search.objectives import Objective
 
 PRETRAINED = "pretrained"
@@ -67,13 +67,7 @@ def _task_intervals(results: Mapping[str, TaskResult]) -> dict[str, dict[str, An
     for name, result in results.items():
         per_metric = {}
         for metric in sorted({result.metric, *(k for k in result.metrics if not k.endswith("_stderr"))}):
-            values = item_scores(result, metric)
-            interval = (
-                wilson(float(values.sum()), values.size)
-                if np.all((values == 0) | (values == 1))
-                else score_interval([values])
-            )
-            per_metric[metric] = interval.to_dict()
+            per_metric[metric] = score_interval([item_scores(result, metric)]).to_dict()
         out[name] = {"metric": result.metric, "metrics": per_metric}
     return out
 
@@ -123,11 +117,5 @@ def confirm(
 
 
 def search_values(results: Mapping[str, TaskResult], objectives: Sequence[Objective]) -> dict[str, float]:
-    """The accuracy objectives' values from task results (the mean over an objective's tasks, as a search
-    computes them)."""
-    out = {}
-    for o in objectives:
-        if o.kind == "accuracy":
-            scores = [results[t].metrics[o.metric] if o.metric else results[t].score for t in o.tasks]
-            out[o.name] = float(statistics.fmean(float(s) for s in scores if s is not None))
-    return out
+    """The accuracy objectives' values from task results, as a search computes them."""
+    return {o.name: accuracy_value(o, results) for o in objectives if o.kind == "accuracy"}

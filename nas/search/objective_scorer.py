@@ -10,10 +10,17 @@ import torch
 
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.perplexity import PerplexityEvaluator, perplexity, tokenize
+from nas.evaluation.results import TaskResult
 from nas.evaluation.speed import ThroughputMeter
 from nas.search.objectives import Objective
 from nas.supernet.metrics import sub_network_cost
 from nas.supernet.subnetwork import ModelShape, SubNetwork
+
+
+def accuracy_value(objective: Objective, results: Mapping[str, TaskResult]) -> float:
+    """An accuracy objective's value: the mean over its tasks of each task's metric (its own, or `objective.metric`)."""
+    scores = [results[t].metrics[objective.metric] if objective.metric else results[t].score for t in objective.tasks]
+    return float(statistics.fmean(float(s) for s in scores if s is not None))
 
 
 class ObjectiveScorer:
@@ -118,8 +125,7 @@ class ObjectiveScorer:
         speed = None
         for o in self.objectives:
             if o.kind == "accuracy":
-                scores = [results[t].metrics[o.metric] if o.metric else results[t].score for t in o.tasks]
-                values[o.name] = float(statistics.fmean(float(s) for s in scores if s is not None))
+                values[o.name] = accuracy_value(o, results)
             elif o.kind == "perplexity":
                 assert self.perplexity_evaluator is not None and self._tokens is not None
                 p = self.perplexity_evaluator
