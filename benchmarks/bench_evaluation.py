@@ -1,19 +1,21 @@
 """Evaluation benchmark: our loop vs `lm_eval.simple_evaluate` + HFLM, on the same live sub-networks.
 
-Run: `.venv/bin/python benchmarks/bench_evaluation.py [--subnets 10] [--arc-limit 200] [--mmlu-limit 2]`
+Run: `.venv/bin/python benchmarks/bench_evaluation.py [--subnets 10] [--arc-limit 200] [--mmlu-limit 2]
+[--tasks arc_easy,mmlu,gsm8k] [--gen-limit 20]`
 
 For each task (ARC-Easy, first `--arc-limit` test questions; MMLU 0-shot, first `--mmlu-limit` questions
-of each of the 57 subjects) and each of `--subnets` seeded sub-networks of the LLaMA-NAS search space,
-back to back on one loaded SmolLM2-135M, interleaved (ours, lm-eval, ours, lm-eval, ...):
+of each of the 57 subjects; any other lm-eval task by name, first `--gen-limit` items: GSM8K 5-shot with
+greedy generation, WikiText rolling log-likelihood) and each of `--subnets` seeded sub-networks of the
+LLaMA-NAS search space, back to back on one loaded SmolLM2-135M, interleaved (ours, lm-eval, ours, ...):
 
-- ours: `Evaluator` (tasks built once per process, outside the timing) `.evaluate(model, sub)`;
+- ours: `Evaluator` (lm-eval's task definitions built once per process, outside the timing) `.evaluate`;
 - lm-eval: `simple_evaluate` with HFLM (batch 16) wrapping the same live model, on lm-eval's own task
-  definitions prebuilt once on the same documents (no hub, no task index per call).
+  objects prebuilt once on the same documents (no hub, no task index per call).
 
-Prints per task: summed wall-clock of each and the speed-up, whether every item's prediction (argmax of
-log-likelihood, and of length-normalised log-likelihood) is identical, the largest log-likelihood
-difference, the share of wall-clock outside the model's forward passes (ours: around decoder, head and
-log-softmax; lm-eval: around `HFLM._model_call`), and tokens read per evaluation. The 1-minute load
+Prints per task: summed wall-clock of each and the speed-up, how many items have identical per-item metrics
+(and, for generation, identical text), the largest log-likelihood difference, the share of wall-clock
+outside the model's forward passes (ours: around decoder, head and log-softmax; lm-eval: around
+`HFLM._model_call`; not measured for generation), and tokens read per evaluation. The 1-minute load
 average is printed before and after: on 2 cores one busy neighbour slows torch 5-20x.
 """
 
@@ -32,7 +34,7 @@ from omegaconf import OmegaConf
 
 from nas import SearchSpace, load_model
 from nas.evaluation.evaluator import Evaluator
-from nas.evaluation.lm_eval_reference import make_hflm, reference_items, reference_tasks, run_reference
+from nas.evaluation.lm_eval_reference import make_hflm, reference_for, reference_items, run_reference
 from nas.evaluation.registry import load_task
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -61,10 +63,25 @@ def timed_model_call(lm: Any, model: Any) -> list[float]:
 
 
 def lm_eval_tokens(evaluator: Evaluator, name: str) -> int:
-    """Tokens HFLM reads per evaluation: every distinct input once (its one-token-continuation dedup)."""
+    """Tokens HFLM reads per evaluation of log-likelihood requests: every distinct input once (its
+    one-token-continuation dedup); 0 for other request types."""
     built = evaluator.tasks[name]
-    encoded = evaluator.encoder.encode([r for item in built.items for r in item.requests])
+    requests = [i.args for d in built.docs if d.request_type == "loglikelihood" for i in d.instances]
+    encoded = evaluator.encoder.encode(requests) if requests else []
     return sum(len(x) for x in {e.inputs for e in encoded})
+
+
+def compare(mine: dict[str, Any], ref: dict[str, Any]) -> tuple[bool, float]:
+    """(every per-item metric and generated text identical, largest |d log-likelihood|) of one item."""
+    same = all(
+        np.allclose(np.asarray(mine[k], float), np.asarray(v, float), rtol=1e-6, atol=1e-9)
+        for k, v in ref.items()
+        if k not in ("requests", "resps") and k in mine
+    )
+    if "generated" in mine:
+        return same and mine["generated"] == ref["resps"], 0.0
+    lls = [r[0] if isinstance(r, list | tuple) else r for r in ref["resps"]]
+    return same, float(np.max(np.abs(np.asarray(mine["lls"]) - np.asarray(lls))))
 
 
 def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any]) -> dict[str, Any]:
@@ -72,9 +89,8 @@ def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any
     start = time.perf_counter()
     evaluator = Evaluator.for_model(model, tokenizer, [task], limit=limit, progress=False)
     build_ours = time.perf_counter() - start
-    docs = task.load()
     start = time.perf_counter()
-    lm_tasks = reference_tasks(task, [docs[i] for i in evaluator.tasks[name].doc_indices])
+    reference = reference_for(evaluator.tasks[name])
     build_theirs = time.perf_counter() - start
     lm = make_hflm(model, tokenizer, batch_size=16)
     inside_theirs = timed_model_call(lm, model)
@@ -89,14 +105,15 @@ def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any
         before = sum(inside_theirs)
         start = time.perf_counter()
         with model.sub_network(sub):
-            output = run_reference(lm, lm_tasks)
+            output = run_reference(lm, [reference])
         theirs_s = time.perf_counter() - start
         theirs_forward = sum(inside_theirs) - before
-        theirs = reference_items(output, lm_tasks)
+        theirs = reference_items(output, reference)
         for mine, ref in zip(ours.items, theirs, strict=True):
+            same, dll = compare(mine, ref)
             items += 1
-            mismatches += mine["pred"] != ref["pred"] or mine["pred_norm"] != ref["pred_norm"]
-            max_dll = max(max_dll, float(np.max(np.abs(np.array(mine["lls"]) - np.array(ref["lls"])))))
+            mismatches += not same
+            max_dll = max(max_dll, dll)
         rows.append(
             {
                 "sub": sub.describe(),
@@ -114,7 +131,8 @@ def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any
         )
     return {
         "task": name,
-        "items": len(evaluator.tasks[name].items),
+        "items": evaluator.tasks[name].num_items,
+        "generative": bool(evaluator.tasks[name].generation),
         "rows": rows,
         "mismatches": mismatches,
         "compared": items,
@@ -135,14 +153,17 @@ def report(result: dict[str, Any]) -> None:
     print(
         f"  wall-clock       ours {ours:8.1f} s   lm-eval {theirs:8.1f} s   speed-up {theirs / ours:.2f}x (median per sub-network {statistics.median(ratios):.2f}x)"
     )
+    if not result["generative"]:
+        print(
+            f"  outside forward  ours {1 - sum(r['ours_forward'] for r in rows) / ours:8.1%}     lm-eval {1 - sum(r['theirs_forward'] for r in rows) / theirs:8.1%}"
+        )
+    if result["tokens_theirs"]:
+        print(
+            f"  tokens / eval    ours {result['tokens_ours']:8d}     lm-eval {result['tokens_theirs']:8d}     ratio {result['tokens_theirs'] / result['tokens_ours']:.2f}x"
+        )
     print(
-        f"  outside forward  ours {1 - sum(r['ours_forward'] for r in rows) / ours:8.1%}     lm-eval {1 - sum(r['theirs_forward'] for r in rows) / theirs:8.1%}"
-    )
-    print(
-        f"  tokens / eval    ours {result['tokens_ours']:8d}     lm-eval {result['tokens_theirs']:8d}     ratio {result['tokens_theirs'] / result['tokens_ours']:.2f}x"
-    )
-    print(
-        f"  predictions      {result['compared'] - result['mismatches']}/{result['compared']} identical (acc and acc_norm argmax), max |d loglik| {result['max_dll']:.2e}"
+        f"  items            {result['compared'] - result['mismatches']}/{result['compared']} identical (every per-item metric"
+        f"{', generated text' if result['generative'] else ''}), max |d loglik| {result['max_dll']:.2e}"
     )
     print(
         f"  task building    ours {result['build_ours']:.1f} s once; lm-eval tasks {result['build_theirs']:.1f} s once (excluded above)"
@@ -156,6 +177,7 @@ def main() -> None:
     parser.add_argument("--arc-limit", type=int, default=200)
     parser.add_argument("--mmlu-limit", type=int, default=2, help="questions per MMLU subject")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--gen-limit", type=int, default=20, help="items of any other task (GSM8K, WikiText, ...)")
     parser.add_argument("--tasks", default="arc_easy,mmlu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -168,7 +190,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     limits = {"arc_easy": args.arc_limit, "mmlu": args.mmlu_limit}
     results = [
-        bench_task(name, limits.get(name, args.arc_limit), model, tokenizer, subs) for name in args.tasks.split(",")
+        bench_task(name, limits.get(name, args.gen_limit), model, tokenizer, subs) for name in args.tasks.split(",")
     ]
     for result in results:
         report(result)

@@ -81,17 +81,22 @@ def hydra_main(config_name: str, job: str, entry_module: str) -> Callable[[], No
     return main
 
 
+# Config groups whose options are not all files in conf/ (hydra_plugins/nas_experiments/lm_eval_tasks.py).
+OPEN_GROUPS = ("task",)
+
+
 def check_group_options(arguments: list[str]) -> None:
     """End the run with one line when a command-line override picks options a config group does not have.
 
     Hydra lists the options of a group chosen once (`search=nsga3`), but for a list (`'baseline=[a,b]'`)
-    it only says it could not load one; both get the same answer here, before anything is composed.
+    it only says it could not load one; both get the same answer here, before anything is composed. The `task`
+    group is open: any lm-eval task name is an option (checked against lm-eval's index when the task is built).
     """
     root = Path(CONFIG_DIR)
     for argument in arguments:
         key, sep, value = argument.partition("=")
         group = key.lstrip("+~").split("@")[0]
-        if not sep or not group or "." in group or "(" in value or not (root / group).is_dir():
+        if not sep or not group or "." in group or "(" in value or not (root / group).is_dir() or group in OPEN_GROUPS:
             continue
         names = [v.strip(" '\"") for v in value.strip("[]").replace(",", " ").split()]
         available = sorted(p.stem for p in (root / group).glob("*.yaml"))

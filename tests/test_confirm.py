@@ -17,7 +17,7 @@ from test_pipeline import OFFLINE_CPU, SHRINK, compose_pipeline
 from nas.errors import NASError
 from nas.evaluation.intervals import compare, mcnemar_p, score_interval, wilson
 from nas.evaluation.registry import load_task
-from nas.evaluation.task import Selection
+from nas.evaluation.task import LMEvalTask, Selection
 from nas.stages.confirm import check_overlap
 from nas.stages.pipeline import run_pipeline
 
@@ -51,26 +51,32 @@ def finished(tmp_path_factory):
 @pytest.mark.parametrize("name", ["arc_easy", "piqa"])
 def test_search_and_confirmation_items_are_disjoint(name):
     task = load_task(name, source="local")
-    search = task.load(None, task.split_of("search"))
-    scored = task.load(None, task.split)
-    search_ids = {(task.split_of("search"), i) for i in task.select(search, Selection(items="search"))}
-    confirm_ids = {(task.split, i) for i in task.select(scored, Selection(items="confirm"))}
+    (leaf,) = task.tree().leaves
+    shared = task.shares_scored_split(leaf)
+    scored = len(task.leaf_docs(leaf, task.split_of("scored")))
+    pools = {
+        items: {
+            (task.split_of(items), i)
+            for i in task.pool("", len(task.leaf_docs(leaf, task.split_of(items))), items, shared)
+        }
+        for items in ("search", "confirm")
+    }
+    search_ids, confirm_ids = pools["search"], pools["confirm"]
     assert search_ids and confirm_ids and not search_ids & confirm_ids
-    if task.search_split is None:  # the one split, shared out: a seeded share searches, the rest confirms
-        assert len(search_ids) + len(confirm_ids) == len(scored)
-        assert len(search_ids) == round(task.search_fraction * len(scored))
-        again = load_task(name, source="local")
-        assert task.search_share(scored) == again.search_share(again.load(None, again.split))
+    if shared:  # the one split, shared out: a seeded share searches, the rest confirms
+        assert len(search_ids) + len(confirm_ids) == scored
+        assert len(search_ids) == round(task.search_fraction * scored)
+        assert task.search_share("", scored) == LMEvalTask(name, search_split=None).search_share("", scored)
     else:  # ARC: the validation split searches, the whole test split confirms
-        assert len(confirm_ids) == len(scored) and task.split_of("search") == "validation"
-    # A limit draws from within the item set, never outside it.
-    limited = {(task.split, i) for i in task.select(scored, Selection(20, "random", 3, "confirm"))}
-    assert len(limited) == 20 and limited <= confirm_ids
+        assert len(confirm_ids) == scored and task.split_of("search") == "validation"
+    # A limit draws from within the item set, never outside it; the requests are lm-eval's for those documents.
+    limited = task.requests(Selection(20, "random", 3, "confirm"))
+    assert len(limited) == 20 and {(task.split_of("confirm"), d.index) for d in limited} <= confirm_ids
 
 
 def test_a_task_cannot_search_on_its_scored_split():
     with pytest.raises(NASError, match="search_split='test' is the scored split"):
-        load_task("arc_easy", search_split="test")
+        load_task("arc_easy", search_split="test").tree()
     with pytest.raises(NASError, match="items='held_out'"):
         Selection(items="held_out")
 

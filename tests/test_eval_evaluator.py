@@ -1,5 +1,6 @@
 """The evaluation loop on the tiny random Llama: same log-likelihoods as lm-eval's HFLM, prefix sharing,
-batching, the results cache and `limit`, all on small synthetic data files in the local layout."""
+batching, the results cache and `limit`, all on small synthetic data files in the local layout (MMLU as a
+group of two subjects, defined by a YAML of lm-eval's own format through `include_path`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from nas.evaluation.built_task import RowGroup, plan_prefixes
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.packing import PackedRow
 from nas.evaluation.registry import load_task
-from nas.evaluation.task import Selection
+from nas.evaluation.task import LMEvalTask, Selection
 from nas.supernet.subnetwork import SubNetwork
 
 QUESTIONS = [
@@ -66,7 +67,34 @@ def write_synthetic_data(root: Path) -> Path:
         {"sentence": "_ ran faster than the turtle.", "option1": "The hare", "option2": "The snail", "answer": "1"},
     ]
     (root / "winogrande" / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "tasks").mkdir()
+    (root / "tasks" / "mmlu_two.yaml").write_text(MMLU_TWO)
     return root
+
+
+# lm-eval's mmlu group cut to the two subjects of the synthetic data: a user's group YAML (lm-eval's format).
+MMLU_TWO = """group: mmlu_two
+task:
+  - mmlu_anatomy
+  - mmlu_virology
+aggregate_metric_list:
+  - metric: acc
+    weight_by_size: true
+metadata:
+  version: 1
+"""
+
+
+def two_subjects(data_dir: Path, name: str = "mmlu", num_fewshot: int | None = None):
+    """MMLU on the two synthetic subjects (lm-eval's definitions, through the user group above)."""
+    return LMEvalTask(
+        name,
+        "mmlu_two",
+        num_fewshot=num_fewshot,
+        search_split="validation",
+        source="local",
+        include_path=str(data_dir / "tasks"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +102,14 @@ def data_dir(tmp_path_factory):
     return write_synthetic_data(tmp_path_factory.mktemp("data"))
 
 
-def tasks():
-    mmlu = load_task("mmlu", source="local", documents={"subjects": ["anatomy", "virology"]})
-    five_shot = load_task("mmlu_5shot", source="local", documents={"subjects": ["anatomy"]})
-    return [load_task("arc_easy", source="local"), load_task("winogrande", source="local"), mmlu, five_shot]
+def tasks(data_dir: Path):
+    five_shot = two_subjects(data_dir, "mmlu_5shot", num_fewshot=5)
+    return [
+        load_task("arc_easy", source="local"),
+        load_task("winogrande", source="local"),
+        two_subjects(data_dir),
+        five_shot,
+    ]
 
 
 def hflm_loglikelihoods(model, tokenizer, requests):
@@ -100,9 +132,11 @@ def test_loglikelihoods_equal_hflm(tiny, data_dir, sub_kind):
     """Every request's log-likelihood and is_greedy equal lm-eval's HFLM on the live (sub-)network."""
     model, tokenizer = tiny
     sub = None if sub_kind == "full" else SubNetwork((0, 2, 3), (64, 128, 32), (2, 4, 2), 64)
-    evaluator = Evaluator.for_model(model, tokenizer, tasks(), data_dir=data_dir, progress=False, batch_tokens=512)
+    evaluator = Evaluator.for_model(
+        model, tokenizer, tasks(data_dir), data_dir=data_dir, progress=False, batch_tokens=512
+    )
     results = evaluator.evaluate(model, sub, with_items=True)
-    requests = [r for built in evaluator.tasks.values() for item in built.items for r in item.requests]
+    requests = [inst.args for built in evaluator.tasks.values() for doc in built.docs for inst in doc.instances]
     context = model.sub_network(sub) if sub is not None else torch.no_grad()
     with context:
         expected = hflm_loglikelihoods(model, tokenizer, requests)
@@ -115,15 +149,19 @@ def test_loglikelihoods_equal_hflm(tiny, data_dir, sub_kind):
 def test_prefix_sharing_and_batching_change_nothing(tiny, data_dir):
     model, tokenizer = tiny
     sub = SubNetwork((1, 3), (96, 128), (4, 4), 48)
-    shared = Evaluator.for_model(model, tokenizer, tasks(), data_dir=data_dir, progress=False)
-    unshared = Evaluator.for_model(model, tokenizer, tasks(), data_dir=data_dir, progress=False, share_prefix=False)
-    one_by_one = Evaluator.for_model(model, tokenizer, tasks(), data_dir=data_dir, progress=False, batch_tokens=1)
+    shared = Evaluator.for_model(model, tokenizer, tasks(data_dir), data_dir=data_dir, progress=False)
+    unshared = Evaluator.for_model(
+        model, tokenizer, tasks(data_dir), data_dir=data_dir, progress=False, share_prefix=False
+    )
+    one_by_one = Evaluator.for_model(
+        model, tokenizer, tasks(data_dir), data_dir=data_dir, progress=False, batch_tokens=1
+    )
     runs = [e.evaluate(model, sub, with_items=True) for e in (shared, unshared, one_by_one)]
     reference = all_lls(shared, runs[0])
     for evaluator, result in zip((unshared, one_by_one), runs[1:]):
         np.testing.assert_allclose(all_lls(evaluator, result), reference, rtol=1e-5, atol=1e-4)
         for name in shared.tasks:
-            assert [d["pred"] for d in result[name].items] == [d["pred"] for d in runs[0][name].items]
+            assert [d["acc"] for d in result[name].items] == [d["acc"] for d in runs[0][name].items]
     # Sharing reads fewer tokens: the context once per question instead of once per choice, and the
     # 5-shot examples once per subject instead of once per question.
     tokens = lambda e: sum(built.num_tokens() for built in e.tasks.values())  # noqa: E731
@@ -174,22 +212,20 @@ def test_cache_file_survives_a_new_process(tiny, data_dir, tmp_path):
 
 def test_limit_first_random_and_per_group(data_dir, caplog):
     arc = load_task("arc_easy", source="local")
-    docs = arc.load(data_dir)
-    assert arc.select(docs, Selection(3)) == [0, 1, 2]
-    picked = arc.select(docs, Selection(3, "random", seed=1))
-    assert picked == arc.select(docs, Selection(3, "random", seed=1)) and picked == sorted(picked) and len(picked) == 3
-    assert any(arc.select(docs, Selection(3, "random", seed=s)) != picked for s in range(2, 6))
-    mmlu = load_task("mmlu", source="local", documents={"subjects": ["anatomy", "virology"]})
-    chosen = mmlu.select(mmlu.load(data_dir), Selection(2))
-    assert chosen == [0, 1, 6, 7]  # the first two of each subject
+    indices = lambda task, selection: [d.index for d in task.requests(selection, data_dir)]  # noqa: E731
+    assert indices(arc, Selection(3)) == [0, 1, 2]
+    picked = indices(arc, Selection(3, "random", seed=1))
+    assert picked == indices(arc, Selection(3, "random", seed=1)) and picked == sorted(picked) and len(picked) == 3
+    assert any(indices(arc, Selection(3, "random", seed=s)) != picked for s in range(2, 6))
+    assert indices(two_subjects(data_dir), Selection(2)) == [0, 1, 6, 7]  # the first two of each subject
     with caplog.at_level(logging.WARNING):
-        assert arc.select(docs, Selection(100)) == list(range(len(QUESTIONS)))
-    assert sum("more than the items" in r.message for r in caplog.records) == 1
+        assert indices(arc, Selection(100)) == list(range(len(QUESTIONS)))
+    assert sum("more than the" in r.message for r in caplog.records) == 1
 
 
 def test_scores_and_stderr(tiny, data_dir):
     model, tokenizer = tiny
-    evaluator = Evaluator.for_model(model, tokenizer, tasks(), data_dir=data_dir, progress=False)
+    evaluator = Evaluator.for_model(model, tokenizer, tasks(data_dir), data_dir=data_dir, progress=False)
     results = evaluator.evaluate(model, with_items=True)
     arc = results["arc_easy"]
     accs = [float(d["acc"]) for d in arc.items]
@@ -197,13 +233,14 @@ def test_scores_and_stderr(tiny, data_dir):
     assert arc.metrics["acc_stderr"] == pytest.approx(np.std(accs, ddof=1) / np.sqrt(len(accs)))
     assert arc.score == arc.metrics["acc_norm"] and arc.num_items == len(QUESTIONS)
     mmlu = results["mmlu"]
-    assert set(mmlu.groups) == {"anatomy", "virology"} and mmlu.num_items == 12
+    assert set(mmlu.groups) == {"mmlu_anatomy", "mmlu_virology"} and mmlu.num_items == 12
+    assert mmlu.score == pytest.approx(np.mean([d["acc"] for d in mmlu.items]))  # lm-eval's size-weighted mean
     assert 0.0 <= results["mmlu_5shot"].score <= 1.0 and 0.0 < arc.forward_share <= 1.0
 
 
 def test_rows_of_groups_without_a_shared_prefix_share_batches(tiny, data_dir):
     model, tokenizer = tiny
-    mmlu = load_task("mmlu", source="local", documents={"subjects": ["anatomy", "virology"]})
+    mmlu = two_subjects(data_dir)
     evaluator = Evaluator.for_model(model, tokenizer, [mmlu], limit=1, data_dir=data_dir, progress=False)
     built = evaluator.tasks["mmlu"]
     assert len(built.groups) == 2 and len(built.plan()) == 1  # one item per subject: one pool
@@ -214,7 +251,7 @@ def test_rows_of_groups_without_a_shared_prefix_share_batches(tiny, data_dir):
 def test_prefix_common_to_all_groups_runs_once_for_mixed_batches(tiny, data_dir):
     """MMLU's subject headers share their opening words: run once and lent to batches of both subjects."""
     model, tokenizer = tiny  # a near character-level tokenizer: the headers are about 90 tokens
-    mmlu = load_task("mmlu", source="local", documents={"subjects": ["anatomy", "virology"]})
+    mmlu = two_subjects(data_dir)
     evaluator = Evaluator.for_model(model, tokenizer, [mmlu], data_dir=data_dir, progress=False, forward_cost=300)
     built = evaluator.tasks["mmlu"]
     assert [len(g.rows) for g in built.plan()] == [6, 6]  # a forward pass costing 16 tokens: per subject

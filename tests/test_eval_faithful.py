@@ -1,6 +1,6 @@
-"""Slow: on the real SmolLM2-135M, every task gives item-for-item the predictions of lm-eval 0.4.13's own
-task definition run through `lm_eval.simple_evaluate` with HFLM on the same documents and the same live
-model (full network and a sub-network). NAS_FAITHFUL_ITEMS scales the number of items per task."""
+"""Slow: on the real SmolLM2-135M, our ten configured tasks give item for item the requests, log-likelihoods and
+metrics of lm-eval 0.4.13's own pipeline (`lm_eval.simple_evaluate` + HFLM) on the same documents and the same
+live model (full network and a sub-network). NAS_FAITHFUL_ITEMS scales the number of items per task."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from nas.evaluation.evaluator import Evaluator
-from nas.evaluation.lm_eval_reference import make_hflm, reference_items, reference_tasks, run_reference
+from nas.evaluation.lm_eval_reference import make_hflm, reference_for, reference_items, run_reference
 from nas.evaluation.registry import load_task
+from nas.evaluation.task import LMEvalTask
 
 pytestmark = pytest.mark.slow
 
@@ -32,58 +33,63 @@ ITEMS = {
 }
 # The sub-network (half the layers, half the MLP) is checked on fewer tasks and items.
 SUB_ITEMS = {"arc_challenge": 12, "hellaswag": 6, "winogrande": 16, "truthfulqa_mc2": 4, "mmlu_5shot": 1}
-MMLU_5SHOT_SUBJECTS = ["abstract_algebra", "high_school_biology", "moral_scenarios", "virology"]
-OUR_TO_LM_EVAL = {"acc": "acc", "acc_norm": "acc_norm", "mc2": "acc"}  # lm-eval names MC2 "acc"
+# MMLU 5-shot on four subjects (a group of lm-eval's own subject tasks, in lm-eval's YAML format).
+MMLU_FOUR = """group: mmlu_four
+task: [mmlu_abstract_algebra, mmlu_high_school_biology, mmlu_moral_scenarios, mmlu_virology]
+aggregate_metric_list:
+  - metric: acc
+    weight_by_size: true
+metadata:
+  version: 1
+"""
 
 
-def run_both(model, tokenizer, items, sub=None):
-    """Our results and lm-eval's per-item results for every task, on `sub` (None: full network)."""
-    ours, theirs = {}, {}
+def make_task(name: str, folder) -> LMEvalTask:
+    if name != "mmlu_5shot":
+        return load_task(name, source="local")
+    (folder / "mmlu_four.yaml").write_text(MMLU_FOUR)
+    return load_task(name, task="mmlu_four", include_path=str(folder), source="local")
+
+
+def run_both(model, tokenizer, items, folder, sub=None):
+    """Our evaluators and results, lm-eval's references and output, on `sub` (None: full network)."""
+    evaluators, ours = {}, {}
     for name, n in items.items():
-        options = {"documents": {"subjects": MMLU_5SHOT_SUBJECTS}} if name == "mmlu_5shot" else {}
-        task = load_task(name, source="local", **options)
         limit = max(1, round(n * SCALE)) if name not in ("mmlu", "mmlu_5shot") else n
-        evaluator = Evaluator.for_model(
-            model, tokenizer, [task], limit=limit, limit_mode="random", seed=7, progress=False
+        evaluators[name] = Evaluator.for_model(
+            model, tokenizer, [make_task(name, folder)], limit=limit, limit_mode="random", seed=7, progress=False
         )
-        ours[name] = (evaluator, evaluator.evaluate(model, sub, with_items=True)[name])
-    reference = {
-        name: reference_tasks(ev.tasks[name].task, [ev.tasks[name].task.load()[i] for i in ev.tasks[name].doc_indices])
-        for name, (ev, _) in ours.items()
-    }
+        ours[name] = evaluators[name].evaluate(model, sub, with_items=True)[name]
+    references = {name: reference_for(ev.tasks[name]) for name, ev in evaluators.items()}
     lm = make_hflm(model, tokenizer, batch_size=16)
     if sub is None:
-        output = run_reference(lm, [t for ts in reference.values() for t in ts])
+        output = run_reference(lm, list(references.values()))
     else:
         with model.sub_network(sub):
-            output = run_reference(lm, [t for ts in reference.values() for t in ts])
-    for name, tasks in reference.items():
-        theirs[name] = reference_items(output, tasks)
-    return ours, theirs, output
+            output = run_reference(lm, list(references.values()))
+    return evaluators, ours, references, output
 
 
-def check(ours, theirs, output):
-    for name, (evaluator, result) in ours.items():
+def check(evaluators, ours, references, output):
+    for name, evaluator in evaluators.items():
         built = evaluator.tasks[name]
-        assert len(result.items) == len(theirs[name]) > 0, name
-        for index, (mine, ref, item) in enumerate(zip(result.items, theirs[name], built.items)):
-            where = f"{name} item {index} (doc {mine['doc_index']})"
-            assert list(item.requests) == ref["requests"], where
-            np.testing.assert_allclose(mine["lls"], ref["lls"], rtol=1e-4, atol=2e-3, err_msg=where)
-            assert mine["pred"] == ref["pred"], where
-            assert mine["pred_norm"] == ref["pred_norm"], where
-            for metric in built.task.metrics:
-                their_value = ref[OUR_TO_LM_EVAL[metric]] if metric != "mc2" else None
-                if their_value is not None:
-                    assert mine[metric] == their_value, (where, metric)
-        if name not in ("mmlu", "mmlu_5shot"):
-            lm_results = output["results"][built.task.name]
-            for metric in built.task.metrics:
-                assert result.metrics[metric] == pytest.approx(lm_results[f"{OUR_TO_LM_EVAL[metric]},none"], abs=1e-6)
+        theirs = reference_items(output, references[name])
+        assert len(ours[name].items) == len(theirs) > 0, name
+        for doc, mine, ref in zip(built.docs, ours[name].items, theirs):
+            where = f"{name} doc {mine['doc_index']}"
+            assert [tuple(i.args) for i in doc.instances] == ref["requests"], where
+            np.testing.assert_allclose(mine["lls"], [r[0] for r in ref["resps"]], rtol=1e-4, atol=2e-3, err_msg=where)
+            for metric, value in ref.items():
+                if metric not in ("requests", "resps"):
+                    assert mine[metric] == pytest.approx(value, abs=1e-6), (where, metric)
+        lm_results = output["results"][built.task.lm_eval_name]
+        layout = evaluator.lm_eval_results({name: ours[name]})["results"][name]
+        for key in (k for k in lm_results if "," in k and "_stderr" not in k):
+            assert layout[key] == pytest.approx(lm_results[key], abs=1e-6), (name, key)
 
 
 @pytest.mark.parametrize("which", ["full", "sub-network"])
-def test_predictions_equal_lm_eval_simple_evaluate(smollm2, which):
+def test_predictions_equal_lm_eval_simple_evaluate(smollm2, which, tmp_path):
     model, tokenizer = smollm2
     sub = None
     if which == "sub-network":
@@ -98,4 +104,4 @@ def test_predictions_equal_lm_eval_simple_evaluate(smollm2, which):
             tuple(shape.num_heads for _ in keep),
             shape.hidden_size,
         )
-    check(*run_both(model, tokenizer, ITEMS if sub is None else SUB_ITEMS, sub))
+    check(*run_both(model, tokenizer, ITEMS if sub is None else SUB_ITEMS, tmp_path, sub))

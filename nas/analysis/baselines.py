@@ -178,9 +178,7 @@ def not_more_costly(value: float, budget: float, cost: Objective) -> bool:
 
 def _task_score(details: dict[str, Any], task: str) -> float | None:
     """The task's own metric (acc_norm for ARC, acc for MMLU, ...) from a scorer's details."""
-    try:
-        metric = str(task_config(task).get("metric", "acc"))
-    except Exception:  # a task this installation does not know: its plain accuracy, if recorded
-        metric = "acc"
-    value = details.get(f"{task}.{metric}")
+    value = details.get(f"{task}.score")
+    if value is None:  # recorded before scores were kept by name: the configured metric's value
+        value = details.get(f"{task}.{task_config(task).get('metric') or 'acc'}")
     return float(value) if isinstance(value, int | float) else None

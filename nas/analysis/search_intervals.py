@@ -1,7 +1,8 @@
 """95% intervals of the scores a search measured, from what each evaluation recorded (per task: the metric's
-value and, since the search records it, the number of items): Wilson for one task of right/wrong items, the
-normal approximation of a mean of independent proportions for several tasks. None where the count is unknown
-(a study from before items were counted) or the metric is not a proportion (perplexity)."""
+value and, since the search records them, the number of items and whether each item was right or wrong): Wilson
+for one task of right/wrong items, the normal approximation of a mean of independent proportions for several
+tasks. None where the count is unknown (a study from before items were counted) or the metric is not a
+proportion (TruthfulQA MC2's graded score, a perplexity)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,16 @@ from nas.search.objectives import Objective
 
 
 @cache
-def _task_metric(task: str) -> str:
-    return str(task_config(task).metric)
+def _task_metric(task: str) -> str | None:
+    metric = task_config(task).get("metric")
+    return None if metric is None else str(metric)
+
+
+def _value(details: Mapping[str, Any], task: str, metric: str | None) -> Any:
+    """The task's value under `metric`; its optimised metric's (`<task>.score`) when no metric is named."""
+    if metric is None:
+        return details.get(f"{task}.score")
+    return details.get(f"{task}.{metric}")
 
 
 def search_interval(objective: Objective, details: Mapping[str, Any]) -> tuple[float, float] | None:
@@ -26,9 +35,10 @@ def search_interval(objective: Objective, details: Mapping[str, Any]) -> tuple[f
         return None
     parts = []
     for task in objective.tasks:
-        metric = objective.metric or _task_metric(task)
-        value, n = details.get(f"{task}.{metric}"), details.get(f"{task}.n")
-        if value is None or not n or metric == "mc2":  # mc2 is a graded score, not a proportion
+        metric = objective.metric or (None if f"{task}.score" in details else _task_metric(task))
+        value, n = _value(details, task, metric), details.get(f"{task}.n")
+        graded = details.get(f"{task}.proportion") is False or metric == "mc2"  # mc2: a study from before lm-eval names
+        if value is None or not n or graded:
             return None
         parts.append((float(value), int(n)))
     if len(parts) == 1:

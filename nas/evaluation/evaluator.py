@@ -1,15 +1,16 @@
 """`Evaluator`: tasks built once per process, then `evaluate(model)` on whatever sub-network is active.
 
-    evaluator = Evaluator.for_model(model, tokenizer, [load_task("arc_easy"), load_task("mmlu")], limit=200)
+    evaluator = Evaluator.for_model(model, tokenizer, [load_task("arc_easy"), load_task("gsm8k")], limit=200)
     with model.sub_network(sub):
         results = evaluator.evaluate(model)          # {"arc_easy": TaskResult, "mmlu": TaskResult}
     results = evaluator.evaluate(model, sub)         # the same, activating `sub` for the call
     results["arc_easy"].score                        # the task's optimised metric (acc_norm)
 
-Building reads the documents, renders lm-eval's prompts, tokenises them like HFLM and packs them
-into length-sorted, prefix-shared batches; an evaluation only runs those batches through the live
-model. Results are cached by (sub-network, task, limit, checkpoint), so a repeated sub-network is
-never evaluated twice.
+Building has lm-eval's own task definitions read the documents and build their requests, tokenises them
+like HFLM and packs them into length-sorted, prefix-shared batches; an evaluation only runs those batches
+(and greedy generation, for `generate_until` tasks) through the live model, then lm-eval's filters and
+metrics score the responses. Results are cached by (sub-network, task, limit, checkpoint), so a repeated
+sub-network is never evaluated twice.
 """
 
 from __future__ import annotations
@@ -22,23 +23,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from nas.errors import NASError
 from nas.evaluation.built_task import CPU_FORWARD_COST, CUDA_FORWARD_COST, BuiltTask, build_task
+from nas.evaluation.generation import DEFAULT_MAX_GEN_TOKS, Generator
+from nas.evaluation.lm_eval_results import lm_eval_layout
 from nas.evaluation.loglikelihood import ForwardTimer, score_batches
 from nas.evaluation.requests import RequestEncoder, max_length
 from nas.evaluation.results import ResultsCache, TaskResult, sub_network_key, weights_fingerprint
-from nas.evaluation.task import ItemSet, MultipleChoiceTask, Selection
+from nas.evaluation.task import ItemSet, LMEvalTask, Selection
 
 log = logging.getLogger(__name__)
 
 
 class Evaluator:
-    """Scores the live (sub-)network of a model on multiple-choice tasks, faithfully to lm-eval 0.4.13.
+    """Scores the live (sub-)network of a model on lm-eval tasks, item for item as lm-eval 0.4.13 scores them.
 
     Args:
-        tasks: the tasks (e.g. from `load_task`), or a mapping name -> task.
+        tasks: the tasks (e.g. from `load_task`: any lm-eval task, group or tag), or a mapping name -> task.
         tokenizer: the model's tokenizer.
         max_length: the model's maximum input length (inputs are cut from the left beyond it, as HFLM does).
         limit, limit_mode, seed, items: which items (`Selection`); fixed for the evaluator's life, so every
@@ -54,13 +58,18 @@ class Evaluator:
         min_group_prefix: shortest group prefix (tokens) considered for running once per evaluation.
         forward_cost: what one more forward pass costs, in tokens of a batch, to decide which prefixes
             pay (`built_task.plan_prefixes`); None: 16 on CPU (measured), 1024 on CUDA.
+        generation_batch_tokens: padded context tokens per batch of `generate_until` requests.
+        generation_batch_size: rows per batch of `generate_until` requests at most.
+        max_gen_toks: generated tokens at most where a task does not say (HFLM's default, 256).
+        bootstrap_iters: bootstrap resamples for the standard error of metrics without a closed form (lm-eval's
+            `bootstrap_iters`); 0 (default): only closed-form standard errors (means), others "N/A".
         cache_file: JSON-lines file mirroring the results cache (None: memory only).
         progress: show a progress bar per evaluation.
     """
 
     def __init__(
         self,
-        tasks: Sequence[MultipleChoiceTask] | Mapping[str, MultipleChoiceTask],
+        tasks: Sequence[LMEvalTask] | Mapping[str, LMEvalTask],
         tokenizer: PreTrainedTokenizerBase,
         max_length: int,
         *,
@@ -74,6 +83,10 @@ class Evaluator:
         share_prefix: bool = True,
         min_group_prefix: int = 32,
         forward_cost: int | None = None,
+        generation_batch_tokens: int = 4096,
+        generation_batch_size: int = 32,
+        max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
+        bootstrap_iters: int = 0,
         cache_file: str | Path | None = None,
         progress: bool = True,
     ) -> None:
@@ -89,8 +102,13 @@ class Evaluator:
             raise NASError(
                 f"forward_cost={forward_cost}: use a number of tokens >= 0, or null for the device's default."
             )
+        if generation_batch_tokens < 1 or generation_batch_size < 1 or max_gen_toks < 1:
+            raise NASError("generation_batch_tokens, generation_batch_size and max_gen_toks must be positive.")
         self.selection = Selection(limit, limit_mode, seed, items)
+        self.data_dir = data_dir
         self.encoder = RequestEncoder(tokenizer, max_length)
+        self.generator = Generator(tokenizer, max_length, generation_batch_tokens, generation_batch_size, max_gen_toks)
+        self.bootstrap_iters = int(bootstrap_iters)
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
         self.forward_cost = forward_cost
@@ -99,7 +117,9 @@ class Evaluator:
         self.cache = ResultsCache(cache_file)
         start = time.perf_counter()
         self.tasks: dict[str, BuiltTask] = {
-            t.name: build_task(t, self.encoder, self.selection, data_dir, share_prefix, min_group_prefix)
+            t.name: build_task(
+                t, self.encoder, self.generator, self.selection, data_dir, share_prefix, min_group_prefix
+            )
             for t in task_list
         }
         self.build_seconds = time.perf_counter() - start
@@ -107,7 +127,7 @@ class Evaluator:
 
     @classmethod
     def for_model(
-        cls, model: Any, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[MultipleChoiceTask], **options: Any
+        cls, model: Any, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[LMEvalTask], **options: Any
     ) -> Evaluator:
         """An evaluator whose maximum input length is the model's (as HFLM reads it from the config)."""
         return cls(tasks, tokenizer, max_length(model.config, tokenizer), **options)
@@ -119,9 +139,24 @@ class Evaluator:
     def item_sets(self) -> dict[str, ItemSet]:
         """Which documents of which split each task scores (what a study records of its items)."""
         return {
-            name: ItemSet(name, b.task.split_of(self.selection.items), self.selection.items, tuple(b.doc_indices))
+            name: ItemSet(
+                name, b.task.split_of(self.selection.items, self.data_dir), self.selection.items, tuple(b.doc_indices)
+            )
             for name, b in self.tasks.items()
         }
+
+    def lm_eval_results(self, results: Mapping[str, TaskResult], config: Mapping[str, Any] | None = None) -> dict:
+        """`results` in lm-eval's layout (`results[task]["acc,none"]`, configs, versions, n-samples, ...)."""
+        settings: dict[str, Any] = {
+            "limit": self.selection.limit,
+            "limit_mode": self.selection.mode,
+            "items": self.selection.items,
+        }
+        settings |= {
+            "bootstrap_iters": self.bootstrap_iters,
+            "fewshot_seed": sorted({b.task.fewshot_seed for b in self.tasks.values()}),
+        }
+        return lm_eval_layout(self.tasks, results, {**settings, **(config or {})}, self.selection.items)
 
     def evaluate(
         self,
@@ -160,9 +195,12 @@ class Evaluator:
                 continue
             timer = ForwardTimer()
             start = time.perf_counter()
-            batches = built.batches(self._batch_tokens(model), self.max_batch_size, self._forward_cost(model))
-            lls, greedy = score_batches(model, batches, built.num_requests, self.progress, name, timer)
-            result = built.score(lls, greedy, with_items)
+            lls, greedy = np.zeros(0), np.zeros(0, dtype=bool)
+            if built.num_requests:
+                batches = built.batches(self._batch_tokens(model), self.max_batch_size, self._forward_cost(model))
+                lls, greedy = score_batches(model, batches, built.num_requests, self.progress, name, timer)
+            texts = self.generator.generate(model, [g for *_, g in built.generation], self.progress, name)
+            result = built.score(built.responses(lls, greedy, texts), with_items, self.bootstrap_iters)
             result.seconds = time.perf_counter() - start
             result.forward_share = timer.forward_s / result.seconds if result.seconds > 0 else 0.0
             self._accumulate(timer)

@@ -78,6 +78,10 @@ class RequestEncoder:
             out.update(zip(group, (list(x) for x in ids)))
         return out
 
+    def encode_text(self, text: str) -> list[int]:
+        """A whole text as HFLM's `tok_encode` reads it (what `loglikelihood_rolling` windows)."""
+        return list(self.tokenizer(text, **self._kwargs(text))["input_ids"])
+
     def encode(self, requests: Sequence[tuple[str, str]]) -> list[EncodedRequest]:
         """All requests of a task at once (duplicate strings are encoded once)."""
         split: list[tuple[str, str]] = []

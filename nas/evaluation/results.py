@@ -23,12 +23,15 @@ class TaskResult:
     Attributes:
         task: the task's name.
         metric: the metric the search optimises; `score` is its value.
-        metrics: every metric with its standard error (`acc`, `acc_stderr`, ...) as lm-eval reports them.
+        metrics: every metric with its standard error as lm-eval reports them, named `acc`, `acc_stderr` under
+            lm-eval's default filter ("none") and `exact_match,strict-match` under another.
         num_items: documents scored.
         seconds: wall-clock time of the evaluation that produced it.
         forward_share: share of that time spent inside the model's forward passes.
-        groups: per-group (MMLU subject) mean of the optimised metric.
-        items: per-item details (`doc_index`, log-likelihoods, predictions), when asked for.
+        groups: per sub-task (MMLU subject) value of the optimised metric.
+        items: per-item details (`doc_index`, responses, each metric's value), when asked for.
+        subtasks: per sub-task of a group, its metrics in lm-eval's layout ("acc,none", "sample_len", ...).
+        proportion: every item's optimised metric is 0 or 1 (a right/wrong score: Wilson intervals apply).
         cached: True when this call took the result from the cache.
     """
 
@@ -41,6 +44,8 @@ class TaskResult:
     forward_share: float = 0.0
     groups: dict[str, float] = field(default_factory=dict)
     items: list[dict[str, Any]] = field(default_factory=list)
+    subtasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    proportion: bool = True
     cached: bool = False
 
     def to_dict(self, with_items: bool = False) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def check_search_config(cfg: DictConfig) -> list[Objective]:
         )
     objectives = parse_objectives(cfg.objectives)
     for name in task_names(objectives):
-        load_task(name)  # unknown task names fail here, listing the available ones
+        load_task(name).check_name()  # unknown task names fail here, with lm-eval's close names
     SearchSpace.check_config(cfg.search_space)
     if task_names(objectives):
         Selection.from_config(cfg.get("evaluator"))
@@ -165,6 +165,22 @@ def signature(cfg: DictConfig, model: Any, space: SearchSpace, objectives: list[
     }
 
 
+def check_directions(objectives: list[Objective], tasks: dict[str, Any], data_dir: Any) -> None:
+    """An accuracy objective is maximised: refuse one whose task's metric lm-eval counts lower-is-better."""
+    for objective in objectives:
+        if objective.kind != "accuracy" or objective.metric:
+            continue
+        for name in objective.tasks:
+            task = tasks[name]
+            if not task.higher_is_better(data_dir):
+                metric = ",".join(task.metric_key(data_dir))
+                raise SearchConfigError(
+                    f"objective {objective.name}: task {name}'s metric {metric} is better lower (lm-eval says so); an "
+                    f"accuracy objective is maximised. Choose a metric better higher (task.{name}.metric=...; "
+                    f"e.g. lambada_openai's acc), or kind: perplexity for language-model loss."
+                )
+
+
 def build_scorer(cfg: DictConfig, model: Any, tokenizer: Any, objectives: list[Objective]) -> ObjectiveScorer:
     """The scorer of `objectives` for models of `tokenizer`: the evaluator (tasks built once), the perplexity
     text and the speed meter that the objectives need, from the same settings a search uses."""
@@ -176,6 +192,7 @@ def build_scorer(cfg: DictConfig, model: Any, tokenizer: Any, objectives: list[O
         evaluator = instantiate(
             cfg.evaluator, tasks=tasks, tokenizer=tokenizer, max_length=max_length(model.config, tokenizer)
         )
+        check_directions(objectives, {t.name: t for t in tasks}, cfg.evaluator.get("data_dir"))
     return ObjectiveScorer(model, tokenizer, objectives, evaluator, perplexity_evaluator, meter)
 
 
@@ -185,6 +202,9 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar and log say what each trial did
     url = storage_url(cfg.search.storage, output_dir)
     storage = open_storage(url, cfg.search.heartbeat_interval, cfg.search.grace_period)  # unreachable: fail now
+    items = Selection.from_config(cfg.get("evaluator")).items
+    for name in task_names(objectives):  # lm-eval's definitions and documents: missing data fails before the model
+        load_task(name).prefetch((cfg.get("evaluator") or {}).get("data_dir"), items)
     model, tokenizer = load_supernet(cfg)
     space_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.search_space, resolve=True))
     space = SearchSpace.from_config(space_cfg, model.config)

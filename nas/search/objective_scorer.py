@@ -122,6 +122,8 @@ class ObjectiveScorer:
         for name, result in results.items():
             details.update({f"{name}.{k}": v for k, v in result.metrics.items() if v is not None})
             details[f"{name}.n"] = result.num_items  # for the score's interval in reports
+            details[f"{name}.score"] = result.score  # the task's optimised metric, whatever lm-eval names it
+            details[f"{name}.proportion"] = result.proportion  # right/wrong items: a Wilson interval applies
         speed = None
         for o in self.objectives:
             if o.kind == "accuracy":

@@ -2,11 +2,14 @@
 
     python -m nas.evaluate model=smollm2_135m subnet=smallest task=arc_easy limit=200
     python -m nas.evaluate subnet=random:3 'task=[arc_easy,mmlu,truthfulqa_mc2]' limit=50 speed=null
+    python -m nas.evaluate 'task=[gsm8k,wikitext,lambada_openai]' limit=20   # any lm-eval task by name
 
 Loads the model, activates the sub-network (`full|largest|smallest|random:<seed>|<path.json>`, the
 search space resolving the named ones), scores it on every selected task exactly as lm-eval 0.4.13
 would, adds its analytic cost (parameters, size, FLOPs) and its measured prefill/decode speed, prints a
-table and writes `results.json` under the run directory (`multirun_outputs/<name>/<time>/`).
+table and writes `results.json` under the run directory (`multirun_outputs/<name>/<time>/`): our per-task
+results (`tasks`) and, beside them, lm-eval's layout (`results`, `groups`, `configs`, `versions`, `n-shot`,
+`higher_is_better`, `n-samples`, `config`) that lm-eval's tooling and W&B's lm-eval views read.
 """
 
 from __future__ import annotations
@@ -94,6 +97,8 @@ def run_evaluation(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "speed_exported": exported_speed,
         "build_seconds": build_seconds,
     }
+    model_name = output["model"] or str(cfg.model.get("name", ""))
+    output |= evaluator.lm_eval_results(results, {"model": model_name, "subnet": spec})
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     path = write_json(output, output_dir / "results.json")

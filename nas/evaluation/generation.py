@@ -1,0 +1,169 @@
+"""`generate_until` requests answered by batched greedy generation on the live (sub-)network, as HFLM answers them.
+
+What HFLM 0.4.13 does, kept: contexts encoded with its batch-encoding rule and cut from the left to leave room
+for `max_gen_toks`, left padding, `model.generate(do_sample=False, use_cache=True)` with the KV cache, the
+model's EOS text added to the stop strings, the continuation decoded without special tokens and cut at the
+first stop string (lm-eval's own `normalize_gen_kwargs`, `handle_stop_sequences`, `postprocess_generated_text`).
+What differs is only how requests are batched: longest first, under a budget of padded tokens, so one batch
+of short GSM8K answers does not wait on a long one more than it must; a batch stops as soon as every row has
+produced a stop string.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import transformers
+from tqdm.auto import tqdm
+
+from nas.errors import NASError
+
+log = logging.getLogger(__name__)
+
+# HFLM's default cap on generated tokens when a task's generation_kwargs name none.
+DEFAULT_MAX_GEN_TOKS = 256
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One `generate_until` request: its context, lm-eval's generation kwargs, and the context's tokens."""
+
+    context: str
+    kwargs: dict[str, Any]
+    num_tokens: int
+
+
+class _AllStopped(transformers.StoppingCriteria):
+    """True once every row's generated text contains one of the stop strings (then each is cut there)."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], start: int, rows: int) -> None:
+        self.tokenizer, self.stops, self.start = tokenizer, [s for s in stops if s], start
+        self.done = [False] * rows
+        lookback = max((len(tokenizer.encode(s, add_special_tokens=False)) for s in self.stops), default=0)
+        self.lookback = lookback + 2  # a stop string may be tokenised differently inside the generated text
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> bool:
+        tails = input_ids[:, self.start :][:, -self.lookback :]
+        for row, tail in enumerate(self.tokenizer.batch_decode(tails)):
+            if not self.done[row]:
+                self.done[row] = any(stop in tail for stop in self.stops)
+        return all(self.done)
+
+
+def _kwargs_key(kwargs: dict[str, Any]) -> str:
+    return repr(sorted(kwargs.items(), key=lambda kv: kv[0]))
+
+
+class Generator:
+    """Answers `generate_until` requests on whatever sub-network of `model` is active.
+
+    Args:
+        tokenizer: the model's tokenizer (left padding is set on a copy of its settings per batch).
+        max_length: the model's maximum input length (HFLM's `max_length`).
+        batch_tokens: padded context tokens per batch (rows x longest context).
+        max_batch_size: rows per batch at most.
+        max_gen_toks: generated tokens at most, where a task does not say (HFLM's default, 256).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        max_length: int,
+        batch_tokens: int = 4096,
+        max_batch_size: int = 32,
+        max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.batch_tokens = batch_tokens
+        self.max_batch_size = max_batch_size
+        self.max_gen_toks = max_gen_toks
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        eot = tokenizer.eos_token_id
+        self.eos_text = tokenizer.decode(eot, skip_special_tokens=False) if eot is not None else None
+
+    def _special_tokens(self, first: str) -> dict[str, bool]:
+        # HFLM.tok_batch_encode: no special tokens for a batch whose first string already starts with the BOS text.
+        bos = getattr(self.tokenizer, "bos_token", None)
+        return {"add_special_tokens": False} if bos and first.startswith(bos) else {}
+
+    def prepare(self, contexts: Sequence[str], kwargs: Sequence[dict[str, Any]]) -> list[GenerationRequest]:
+        lengths = [len(ids) for ids in self.tokenizer(list(contexts), **self._special_tokens(contexts[0]))["input_ids"]]
+        return [GenerationRequest(c, dict(k), n) for c, k, n in zip(contexts, kwargs, lengths)]
+
+    def _batches(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
+        """Indices of the requests per batch: same kwargs, longest context first, under the token budget."""
+        by_kwargs: dict[str, list[int]] = {}
+        for i, request in enumerate(requests):
+            by_kwargs.setdefault(_kwargs_key(request.kwargs), []).append(i)
+        batches = []
+        for indices in by_kwargs.values():
+            indices.sort(key=lambda i: (-requests[i].num_tokens, requests[i].context))
+            batch: list[int] = []
+            for i in indices:
+                longest = requests[batch[0]].num_tokens if batch else requests[i].num_tokens
+                if batch and (len(batch) >= self.max_batch_size or longest * (len(batch) + 1) > self.batch_tokens):
+                    batches.append(batch)
+                    batch = []
+                batch.append(i)
+            if batch:
+                batches.append(batch)
+        return batches
+
+    @torch.no_grad()
+    def generate(
+        self, model: Any, requests: Sequence[GenerationRequest], progress: bool = True, desc: str = "generate"
+    ) -> list[str]:
+        """The continuation of every request (cut at its first stop string), in the requests' order."""
+        from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+
+        device = next(model.parameters()).device
+        out: list[str] = [""] * len(requests)
+        bar = tqdm(total=len(requests), desc=desc, disable=not progress, leave=False)
+        for batch in self._batches(requests):
+            kwargs = normalize_gen_kwargs(dict(requests[batch[0]].kwargs), self.max_gen_toks)
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=self.eos_text)
+            max_gen_toks = int(kwargs.pop("max_gen_toks"))
+            if kwargs.get("do_sample"):
+                raise NASError("generate_until with do_sample=true is sampled, not greedy; scores would not repeat.")
+            kwargs.pop("do_sample", None)
+            kwargs.pop("temperature", None)
+            room = self.max_length - max_gen_toks
+            if room <= 0:
+                raise NASError(
+                    f"max_gen_toks={max_gen_toks} leaves no room for a context in the model's {self.max_length} tokens."
+                )
+            contexts = [requests[i].context for i in batch]
+            saved = self.tokenizer.padding_side
+            self.tokenizer.padding_side = "left"
+            try:
+                encoded = self.tokenizer(
+                    contexts, padding="longest", return_tensors="pt", **self._special_tokens(contexts[0])
+                )
+            finally:
+                self.tokenizer.padding_side = saved
+            input_ids = encoded["input_ids"][:, -room:].to(device)
+            attention = encoded["attention_mask"][:, -room:].to(device)
+            start = input_ids.shape[1]
+            generated = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_length=start + max_gen_toks,
+                stopping_criteria=transformers.StoppingCriteriaList(
+                    [_AllStopped(self.tokenizer, until, start, len(batch))]
+                ),
+                pad_token_id=self.pad_id,
+                do_sample=False,
+                use_cache=True,
+                **kwargs,
+            )
+            for i, row in zip(batch, generated[:, start:].tolist()):
+                text = self.tokenizer.decode(row, skip_special_tokens=True)
+                out[i] = postprocess_generated_text(generation=text, stop=until, think_end_token=None)
+            bar.update(len(batch))
+        bar.close()
+        return out
