@@ -202,9 +202,9 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar and log say what each trial did
     url = storage_url(cfg.search.storage, output_dir)
     storage = open_storage(url, cfg.search.heartbeat_interval, cfg.search.grace_period)  # unreachable: fail now
-    items = Selection.from_config(cfg.get("evaluator")).items
+    item_set = Selection.from_config(cfg.get("evaluator")).items
     for name in task_names(objectives):  # lm-eval's definitions and documents: missing data fails before the model
-        load_task(name).prefetch((cfg.get("evaluator") or {}).get("data_dir"), items)
+        load_task(name).prefetch((cfg.get("evaluator") or {}).get("data_dir"), item_set)
     model, tokenizer = load_supernet(cfg)
     space_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.search_space, resolve=True))
     space = SearchSpace.from_config(space_cfg, model.config)
