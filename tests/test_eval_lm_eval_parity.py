@@ -164,3 +164,16 @@ def test_each_output_type_is_covered(both):
     assert kinds["gsm8k"] == {"generate_until"} and kinds["wikitext"] == {"loglikelihood_rolling"}
     assert kinds["lambada_openai"] == {"loglikelihood"} and kinds["capitals"] == {"loglikelihood"}
     assert len(evaluators["mmlu_5shot"].tasks["mmlu_5shot"].tree.leaves) == 57
+
+
+def test_batched_generation_with_a_shared_prefix_gives_the_same_answers(tiny):
+    """gsm8k_cot's contexts share lm-eval's eight fixed solved problems: read once per batch and lent to every row
+    as a KV cache, the answers equal those of one request at a time (HFLM's computation, proven above on gsm8k)."""
+    model, tokenizer = tiny
+    task = load_task("gsm8k_cot", source="local")
+    make = lambda **kw: Evaluator.for_model(model, tokenizer, [task], limit=3, progress=False, **kw)  # noqa: E731
+    alone, batched = make(generation_batch_size=1), make(generation_batch_size=8)
+    rows = [tokenizer(g.context)["input_ids"] for *_, g in batched.tasks["gsm8k_cot"].generation]
+    assert batched.generator.shared_prefix(rows) > 0.8 * min(len(r) for r in rows)  # the eight solved problems
+    texts = [[i["generated"] for i in e.evaluate(model, with_items=True)["gsm8k_cot"].items] for e in (alone, batched)]
+    assert texts[0] == texts[1] and len(texts[0]) == 3

@@ -27,7 +27,7 @@ class MalformedDataError(NASError, ValueError):
 
 
 class UnknownTaskError(NASError, KeyError):
-    """A task name with no config in `conf/task/`; the message lists the available ones."""
+    """A task name neither configured in `conf/task/` nor known to lm-eval; the message gives close names."""
 
     def __str__(self) -> str:  # KeyError would print the message with quotes around it
         return str(self.args[0])

@@ -220,11 +220,11 @@ class BuiltTask:
             raise KeyError(f"task {self.task.name}: no metric {key!r} in lm-eval's results; it has {available}.")
         primary = [v.get(key) for v in item_values]
         proportion = all(isinstance(v, int | float) and v in (0, 1) for v in primary)
-        groups = (
-            {name: float(m[f"{metric},{filter_name}"]) for name, m in leaf_metrics.items()}
-            if len(leaf_metrics) > 1
-            else {}
-        )
+        groups = {
+            name: float(m[f"{metric},{filter_name}"])
+            for name, m in leaf_metrics.items()
+            if len(leaf_metrics) > 1 and isinstance(m.get(f"{metric},{filter_name}"), int | float)
+        }
         details = []
         if with_items:
             for d, doc in enumerate(self.docs):

@@ -54,7 +54,8 @@ class Evaluator:
         max_batch_size: rows per forward pass at most.
         share_prefix: read each document's context once for all its choices, and a prefix common to a
             whole group (MMLU subject, TruthfulQA's primer) or to all rows once per evaluation where that
-            saves more than the forward passes it costs (off: every request alone).
+            saves more than the forward passes it costs; for generation, the prefix a batch's contexts share (off:
+            every request alone).
         min_group_prefix: shortest group prefix (tokens) considered for running once per evaluation.
         forward_cost: what one more forward pass costs, in tokens of a batch, to decide which prefixes
             pay (`built_task.plan_prefixes`); None: 16 on CPU (measured), 1024 on CUDA.
@@ -83,8 +84,8 @@ class Evaluator:
         share_prefix: bool = True,
         min_group_prefix: int = 32,
         forward_cost: int | None = None,
-        generation_batch_tokens: int = 4096,
-        generation_batch_size: int = 32,
+        generation_batch_tokens: int = 16384,
+        generation_batch_size: int = 16,
         max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
         bootstrap_iters: int = 0,
         cache_file: str | Path | None = None,
@@ -107,7 +108,9 @@ class Evaluator:
         self.selection = Selection(limit, limit_mode, seed, items)
         self.data_dir = data_dir
         self.encoder = RequestEncoder(tokenizer, max_length)
-        self.generator = Generator(tokenizer, max_length, generation_batch_tokens, generation_batch_size, max_gen_toks)
+        self.generator = Generator(
+            tokenizer, max_length, generation_batch_tokens, generation_batch_size, max_gen_toks, share_prefix
+        )
         self.bootstrap_iters = int(bootstrap_iters)
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size

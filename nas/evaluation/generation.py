@@ -4,9 +4,16 @@ What HFLM 0.4.13 does, kept: contexts encoded with its batch-encoding rule and c
 for `max_gen_toks`, left padding, `model.generate(do_sample=False, use_cache=True)` with the KV cache, the
 model's EOS text added to the stop strings, the continuation decoded without special tokens and cut at the
 first stop string (lm-eval's own `normalize_gen_kwargs`, `handle_stop_sequences`, `postprocess_generated_text`).
-What differs is only how requests are batched: longest first, under a budget of padded tokens, so one batch
-of short GSM8K answers does not wait on a long one more than it must; a batch stops as soon as every row has
-produced a stop string.
+What differs is how the work is shared out. Requests are batched longest first under a budget of padded
+tokens, and a batch stops as soon as every row has produced a stop string. The token prefix all contexts of a
+batch share (fixed few-shot exemplars: `gsm8k_cot`'s eight solved problems, about 90% of each context) is read
+once: its KV cache is computed for one row and lent to every row, whose own tokens follow after left padding
+(masked; position ids continue after the prefix, as `generate` derives them from the attention mask). On a CPU
+reading the contexts is most of the time of a few-shot generative task. Tasks that draw their examples at
+random per question (`gsm8k`'s five) share nothing and run as HFLM runs them. The logits are those of the
+whole context up to float rounding (the prefix's keys and values come from a forward pass of its own), so a
+greedy choice between two near-equal tokens can differ from an unshared run; `share_prefix=False` reads every
+context whole.
 """
 
 from __future__ import annotations
@@ -24,6 +31,10 @@ from nas.errors import NASError
 
 log = logging.getLogger(__name__)
 
+# `generate`'s name for a cache to continue from: `cache` in recent transformers 5, `past_key_values` before.
+_CACHE_KWARG = (
+    "cache" if "cache" in getattr(transformers.generation.utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+)
 # HFLM's default cap on generated tokens when a task's generation_kwargs name none.
 DEFAULT_MAX_GEN_TOKS = 256
 
@@ -67,17 +78,23 @@ class Generator:
         batch_tokens: padded context tokens per batch (rows x longest context).
         max_batch_size: rows per batch at most.
         max_gen_toks: generated tokens at most, where a task does not say (HFLM's default, 256).
+        share_prefix: read the token prefix common to a batch's contexts once (see the module docstring).
+        min_shared_prefix: the shortest common prefix worth a forward pass of its own.
     """
 
     def __init__(
         self,
         tokenizer: Any,
         max_length: int,
-        batch_tokens: int = 4096,
-        max_batch_size: int = 32,
+        batch_tokens: int = 16384,
+        max_batch_size: int = 16,
         max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
+        share_prefix: bool = True,
+        min_shared_prefix: int = 32,
     ) -> None:
         self.tokenizer = tokenizer
+        self.share_prefix = share_prefix
+        self.min_shared_prefix = min_shared_prefix
         self.max_length = max_length
         self.batch_tokens = batch_tokens
         self.max_batch_size = max_batch_size
@@ -114,6 +131,42 @@ class Generator:
                 batches.append(batch)
         return batches
 
+    def shared_prefix(self, rows: Sequence[Sequence[int]]) -> int:
+        """Length of the token prefix all `rows` share and that pays for a forward pass of its own (0: none); every
+        row keeps at least one token of its own."""
+        if not self.share_prefix or len(rows) < 2:
+            return 0
+        length = min(len(r) for r in rows) - 1
+        first = rows[0]
+        for row in rows[1:]:
+            same = 0
+            while same < length and row[same] == first[same]:
+                same += 1
+            length = same
+        return length if length >= self.min_shared_prefix else 0
+
+    def _inputs(
+        self, model: Any, rows: Sequence[Sequence[int]], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(input ids, attention mask, KV cache or None) of a batch: each row left-padded; with a shared prefix, the
+        prefix first (its cache computed once and lent to every row), then each row's own tokens left-padded."""
+        shared = self.shared_prefix(rows)
+        own = [list(r[shared:]) for r in rows]
+        width = max(len(r) for r in own)
+        ids = torch.full((len(rows), shared + width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, tokens in enumerate(own):
+            ids[i, :shared] = torch.tensor(rows[i][:shared], dtype=torch.long)
+            mask[i, :shared] = 1
+            ids[i, shared + width - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
+            mask[i, shared + width - len(tokens) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        if not shared:
+            return ids, mask, None
+        cache = model(input_ids=ids[:1, :shared], use_cache=True).past_key_values
+        cache.batch_repeat_interleave(len(rows))
+        return ids, mask, cache
+
     @torch.no_grad()
     def generate(
         self, model: Any, requests: Sequence[GenerationRequest], progress: bool = True, desc: str = "generate"
@@ -138,20 +191,13 @@ class Generator:
                     f"max_gen_toks={max_gen_toks} leaves no room for a context in the model's {self.max_length} tokens."
                 )
             contexts = [requests[i].context for i in batch]
-            saved = self.tokenizer.padding_side
-            self.tokenizer.padding_side = "left"
-            try:
-                encoded = self.tokenizer(
-                    contexts, padding="longest", return_tensors="pt", **self._special_tokens(contexts[0])
-                )
-            finally:
-                self.tokenizer.padding_side = saved
-            input_ids = encoded["input_ids"][:, -room:].to(device)
-            attention = encoded["attention_mask"][:, -room:].to(device)
+            rows = [ids[-room:] for ids in self.tokenizer(contexts, **self._special_tokens(contexts[0]))["input_ids"]]
+            input_ids, attention, cache = self._inputs(model, rows, device)
             start = input_ids.shape[1]
             generated = model.generate(
                 input_ids=input_ids,
                 attention_mask=attention,
+                **({_CACHE_KWARG: cache} if cache is not None else {}),
                 max_length=start + max_gen_toks,
                 stopping_criteria=transformers.StoppingCriteriaList(
                     [_AllStopped(self.tokenizer, until, start, len(batch))]
