@@ -103,3 +103,14 @@ def test_local_layout_is_read_into_the_hub_schema(tmp_path):
 def test_bad_settings_are_rejected_with_the_key_to_fix(make, match):
     with pytest.raises(NASError, match=match):
         make()
+
+
+def test_an_accuracy_objective_on_a_perplexity_is_refused():
+    from nas.errors import SearchConfigError
+    from nas.search.context import check_directions
+    from nas.search.objectives import parse_objectives
+
+    objectives = parse_objectives([{"kind": "accuracy", "task": "wikitext"}, {"kind": "params"}])
+    with pytest.raises(SearchConfigError, match="word_perplexity is better lower"):
+        check_directions(objectives, {"wikitext": load_task("wikitext", source="local")}, None)
+    check_directions(objectives[1:], {}, None)  # no accuracy objective: nothing to refuse

@@ -190,6 +190,10 @@ class LMEvalTask:
             router = DatasetRouter(self.source, data_dir, self.datasets, self.name)
             tree = load_lm_eval(self.lm_eval_name, self.include_path, router)
             for leaf in tree.leaves:
+                if getattr(leaf, "MULTIMODAL", False):
+                    raise NASError(
+                        f"task {self.name}: lm-eval's {leaf.config.task} reads images or audio; only text is scored here."
+                    )
                 if leaf.OUTPUT_TYPE not in ("multiple_choice", *REQUEST_TYPES):
                     raise NASError(
                         f"task {self.name}: lm-eval's {leaf.config.task} has output type "

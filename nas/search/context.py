@@ -173,7 +173,8 @@ def check_directions(objectives: list[Objective], tasks: dict[str, Any], data_di
         for name in objective.tasks:
             task = tasks[name]
             if not task.higher_is_better(data_dir):
-                metric = ",".join(task.metric_key(data_dir))
+                metric_name, filter_name = task.metric_key(data_dir)
+                metric = metric_name if filter_name == "none" else f"{metric_name},{filter_name}"
                 raise SearchConfigError(
                     f"objective {objective.name}: task {name}'s metric {metric} is better lower (lm-eval says so); an "
                     f"accuracy objective is maximised. Choose a metric better higher (task.{name}.metric=...; "
