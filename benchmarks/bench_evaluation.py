@@ -105,7 +105,7 @@ def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any
         before = sum(inside_theirs)
         start = time.perf_counter()
         with model.sub_network(sub):
-            output = run_reference(lm, [reference])
+            output = run_reference(lm, [reference])[name]
         theirs_s = time.perf_counter() - start
         theirs_forward = sum(inside_theirs) - before
         theirs = reference_items(output, reference)

@@ -63,17 +63,17 @@ def run_both(model, tokenizer, items, folder, sub=None):
     references = {name: reference_for(ev.tasks[name]) for name, ev in evaluators.items()}
     lm = make_hflm(model, tokenizer, batch_size=16)
     if sub is None:
-        output = run_reference(lm, list(references.values()))
+        outputs = run_reference(lm, list(references.values()))
     else:
         with model.sub_network(sub):
-            output = run_reference(lm, list(references.values()))
-    return evaluators, ours, references, output
+            outputs = run_reference(lm, list(references.values()))
+    return evaluators, ours, references, outputs
 
 
-def check(evaluators, ours, references, output):
+def check(evaluators, ours, references, outputs):
     for name, evaluator in evaluators.items():
         built = evaluator.tasks[name]
-        theirs = reference_items(output, references[name])
+        theirs = reference_items(outputs[name], references[name])
         assert len(ours[name].items) == len(theirs) > 0, name
         for doc, mine, ref in zip(built.docs, ours[name].items, theirs):
             where = f"{name} doc {mine['doc_index']}"
@@ -82,7 +82,7 @@ def check(evaluators, ours, references, output):
             for metric, value in ref.items():
                 if metric not in ("requests", "resps"):
                     assert mine[metric] == pytest.approx(value, abs=1e-6), (where, metric)
-        lm_results = output["results"][built.task.lm_eval_name]
+        lm_results = outputs[name]["results"][built.task.lm_eval_name]
         layout = evaluator.lm_eval_results({name: ours[name]})["results"][name]
         for key in (k for k in lm_results if "," in k and "_stderr" not in k):
             assert layout[key] == pytest.approx(lm_results[key], abs=1e-6), (name, key)

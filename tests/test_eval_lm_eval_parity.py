@@ -108,15 +108,15 @@ def both(tiny, tmp_path_factory):
     }
     ours = {name: ev.evaluate(model, with_items=True)[name] for name, ev in evaluators.items()}
     references = {name: reference_for(ev.tasks[name]) for name, ev in evaluators.items()}
-    output = run_reference(make_hflm(model, tokenizer, batch_size=1), list(references.values()))
-    return evaluators, ours, references, output
+    outputs = run_reference(make_hflm(model, tokenizer, batch_size=1), list(references.values()))
+    return evaluators, ours, references, outputs
 
 
 @pytest.mark.parametrize("name", list(ITEMS))
 def test_same_requests_responses_and_item_metrics(both, name):
-    evaluators, ours, references, output = both
+    evaluators, ours, references, outputs = both
     built = evaluators[name].tasks[name]
-    theirs = reference_items(output, references[name])
+    theirs = reference_items(outputs[name], references[name])
     mine = ours[name].items
     assert len(mine) == len(theirs) == built.num_items > 0
     kinds = {doc.request_type for doc in built.docs}
@@ -144,11 +144,11 @@ def test_same_requests_responses_and_item_metrics(both, name):
 
 @pytest.mark.parametrize("name", list(ITEMS))
 def test_same_aggregates_in_lm_eval_layout(both, name):
-    evaluators, ours, _, output = both
+    evaluators, ours, _, outputs = both
     evaluator = evaluators[name]
     layout = evaluator.lm_eval_results({name: ours[name]})
     lm_eval_name = evaluator.tasks[name].task.lm_eval_name
-    theirs = output["results"][lm_eval_name]
+    theirs = outputs[name]["results"][lm_eval_name]
     mine = layout["results"][name]
     metrics = [k for k in theirs if "," in k and "_stderr" not in k]
     assert metrics and set(metrics) <= set(mine)

@@ -60,24 +60,39 @@ def _empty_task_manager() -> Any:
     return TaskManager(include_defaults=False)
 
 
-def run_reference(lm: Any, references: Sequence[Reference], bootstrap_iters: int = 0) -> dict[str, Any]:
-    """`lm_eval.simple_evaluate` on the references' tasks and documents; its output (with per-item `samples`)."""
+def run_reference(lm: Any, references: Sequence[Reference], bootstrap_iters: int = 0) -> dict[str, dict[str, Any]]:
+    """`lm_eval.simple_evaluate` on the references' tasks and documents: per reference (by our task name), the
+    output of the call that ran it (with per-item `samples`). References run together where lm-eval allows: it
+    refuses one sub-task in two groups of a call (MMLU 0-shot and 5-shot), so those go to separate calls."""
     import lm_eval
 
-    tasks: list[Any] = []
-    samples: dict[str, list[int]] = {}
+    calls: list[list[Reference]] = []
+    seen: set[str] = set()
     for reference in references:
-        whole_group = reference.group is not None and len(reference.tasks) == len(reference.group.get_all_tasks())
-        tasks.extend([reference.group] if whole_group else reference.tasks)
-        samples.update(reference.samples)
-    return lm_eval.simple_evaluate(
-        model=lm,
-        tasks=tasks,
-        samples=samples,
-        log_samples=True,
-        bootstrap_iters=bootstrap_iters,
-        task_manager=_empty_task_manager(),
-    )
+        names = {str(t.config.task) for t in reference.tasks}
+        if not calls or names & seen:
+            calls.append([])
+            seen = set()
+        calls[-1].append(reference)
+        seen |= names
+    outputs: dict[str, dict[str, Any]] = {}
+    for call in calls:
+        tasks: list[Any] = []
+        samples: dict[str, list[int]] = {}
+        for reference in call:
+            whole_group = reference.group is not None and len(reference.tasks) == len(reference.group.get_all_tasks())
+            tasks.extend([reference.group] if whole_group else reference.tasks)
+            samples.update(reference.samples)
+        output = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=tasks,
+            samples=samples,
+            log_samples=True,
+            bootstrap_iters=bootstrap_iters,
+            task_manager=_empty_task_manager(),
+        )
+        outputs.update({reference.name: output for reference in call})
+    return outputs
 
 
 def reference_items(output: dict[str, Any], reference: Reference) -> list[dict[str, Any]]:

@@ -177,15 +177,9 @@ class LMEvalTask:
         """lm-eval's task(s), built once per process for these settings (`fresh`: a new build, for a reference run);
         the few-shot count set as `simple_evaluate` sets it."""
         datasets = tuple(sorted(self.datasets.items()))
-        key = (
-            self.lm_eval_name,
-            self.include_path,
-            self.source,
-            datasets,
-            str(data_dir),
-            self.num_fewshot,
-            self.search_split,
-        )
+        # The data folder as configured and as the environment resolves it (`$NAS_DATA_DIR` may change).
+        folder = (str(data_dir), os.environ.get("NAS_DATA_DIR"))
+        key = (self.lm_eval_name, self.include_path, self.source, datasets, folder, self.num_fewshot, self.search_split)
         if fresh or key not in _TREES:
             router = DatasetRouter(self.source, data_dir, self.datasets, self.name)
             tree = load_lm_eval(self.lm_eval_name, self.include_path, router)
