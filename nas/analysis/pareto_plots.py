@@ -57,6 +57,21 @@ def quantized_x(result: Any, cost: Objective) -> float | None:
     return None if value is None else float(value)
 
 
+def _overlay_infeasible(ax: Any, run: RunData, quality: Objective, cost: Objective) -> None:
+    """Evaluations that broke a constraint: faint crosses, never part of a front."""
+    shown = [e for e in run.infeasible if cost.name in e.values and quality.name in e.values]
+    if shown:
+        ax.scatter(
+            [e.values[cost.name] for e in shown],
+            [e.values[quality.name] * scale(quality) for e in shown],
+            s=14,
+            marker="x",
+            color="0.82",
+            label=f"break a constraint ({len(shown)})",
+            zorder=0,
+        )
+
+
 def plot_pareto(
     run: RunData,
     quality: Objective,
@@ -71,6 +86,7 @@ def plot_pareto(
     y = np.array([e.values[quality.name] for e in run.evaluations], dtype=np.float64) * sy
     fig, ax = figures.figure()
     ax.scatter(x, y, s=16, color="0.65", alpha=0.8, label=f"{points} ({len(x)})", zorder=1)
+    _overlay_infeasible(ax, run, quality, cost)
     front = front_2d(x, y / sy, cost, quality)
     ax.plot(
         x[front],

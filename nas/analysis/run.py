@@ -32,7 +32,7 @@ from nas.search.objectives import Objective
 from nas.search.outputs import ROUNDS_ATTR
 from nas.search.pareto import losses, pareto_mask
 from nas.search.study import REFERENCE_ATTR, SIGNATURE_ATTR
-from nas.search.trials import evaluations, non_finite_evaluations, trial_values
+from nas.search.trials import evaluations, is_feasible_trial, non_finite_evaluations, trial_values
 from nas.supernet.subnetwork import SubNetwork
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,9 @@ class RunData:
         search_dir: the folder with the study database.
         objectives: the study's objectives, in order.
         reference: the unmodified model's value of each objective.
-        evaluations: real evaluations in the order they completed.
+        evaluations: real evaluations in the order they completed, those that meet the study's constraints
+            (every one when it has none): fronts, selections and statistics are made of them.
+        infeasible: real evaluations that broke a constraint (shown greyed on the plots, never selected).
         space_choices: searchable parameter -> its choices (`num_layers`, `mlp_7`, ...), from the
             study's signature; empty when unknown.
         linas_rounds: LINAS rounds with their predictor quality (empty for other algorithms).
@@ -88,6 +90,8 @@ class RunData:
     objectives: list[Objective]
     reference: dict[str, float]
     evaluations: list[Evaluation]
+    infeasible: list[Evaluation] = field(default_factory=list)
+    constraints: list[dict[str, Any]] = field(default_factory=list)
     reference_details: dict[str, Any] = field(default_factory=dict)
     space_name: str | None = None
     space_choices: dict[str, list[int]] = field(default_factory=dict)
@@ -232,7 +236,7 @@ def load_run(
             f"{[o.name for o in objectives]}; the run directory {search_dir} is inconsistent."
         )
     reference = study.user_attrs.get(REFERENCE_ATTR) or {}
-    evals = [
+    every = [
         Evaluation(
             number=t.number,
             values={o.name: float(v) for o, v in zip(objectives, t.values)},
@@ -242,6 +246,9 @@ def load_run(
         )
         for t in evaluations(study)
     ]
+    feasible = {t.number for t in evaluations(study) if is_feasible_trial(t)}
+    evals = [e for e in every if e.number in feasible]
+    infeasible = [e for e in every if e.number not in feasible]
     trials = study.get_trials(deepcopy=False)
     states = [t.state.name for t in trials]
     space = signature.get("search_space") or {}
@@ -254,6 +261,8 @@ def load_run(
         objectives=objectives,
         reference={k: float(v) for k, v in (reference.get("values") or {}).items()},
         evaluations=evals,
+        infeasible=infeasible,
+        constraints=list(signature.get("constraints") or []),
         reference_details=dict(reference.get("details") or {}),
         space_name=space.get("name"),
         space_choices={str(k): [int(c) for c in v] for k, v in (space.get("choices") or {}).items()},
@@ -288,6 +297,11 @@ def load_run(
         run.notes.append(
             f"{len(broken)} evaluated sub-network(s) gave NaN or infinite values and are left off every front and "
             f"table: {shown}{more}."
+        )
+    if run.constraints:
+        run.notes.append(
+            f"Constraints {', '.join(c['name'] for c in run.constraints)}: {len(infeasible)} of {len(every)} evaluated "
+            "sub-networks broke one; they are greyed on the plots and left off every front, table and selection."
         )
     if TrialState.RUNNING.name in run.trial_states:
         run.notes.append(f"{run.trial_states['RUNNING']} trials are still RUNNING: the search may be unfinished.")

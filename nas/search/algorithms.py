@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler
 from optuna.samplers.nsgaii import PolynomialMutation, SBXCrossover
 
+from nas.search.constraints import Constraint
 from nas.search.encoding import SearchEncoding
 from nas.search.evolution import Operators
 from nas.search.linas import LinasSampler
@@ -44,12 +45,17 @@ class RandomSearch:
         analytic: Analytic,
         seed: int,
         on_round: OnRound | None = None,
+        constraints: Sequence[Constraint] = (),
     ) -> BaseSampler:
         return RandomSampler(seed=seed)
 
 
 class Nsga2(RandomSearch):
-    """Optuna's NSGA-II: `population_size`, SBX crossover and polynomial mutation with their probabilities and etas."""
+    """Optuna's NSGA-II: `population_size`, SBX crossover and polynomial mutation with their probabilities and etas.
+
+    With constraints it ranks feasibility first (Deb): Optuna reads each trial's violations, which the worker
+    records with `Trial.set_constraint`; a feasible trial dominates every infeasible one, infeasible ones rank
+    by total violation."""
 
     name = "nsga2"
     uses_population = True
@@ -62,6 +68,7 @@ class Nsga2(RandomSearch):
         analytic: Analytic,
         seed: int,
         on_round: OnRound | None = None,
+        constraints: Sequence[Constraint] = (),
     ) -> BaseSampler:
         ops = operators(search)
         with experimental_features():  # SBX crossover and polynomial mutation
@@ -88,6 +95,7 @@ class Linas(Nsga2):
         analytic: Analytic,
         seed: int,
         on_round: OnRound | None = None,
+        constraints: Sequence[Constraint] = (),
     ) -> BaseSampler:
         return LinasSampler(
             encoding,
@@ -101,4 +109,5 @@ class Linas(Nsga2):
             predictor=str(search.linas.predictor),
             seed=seed,
             on_round=on_round,
+            constraints=constraints,
         )

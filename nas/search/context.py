@@ -6,6 +6,7 @@ its search space and encoding, the objective scorer, and the study (created or r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -21,10 +22,13 @@ from nas.evaluation.task import Selection
 from nas.instantiate import instantiate
 from nas.io.atomic import write_json
 from nas.io.locations import config_dir
+from nas.search.constraints import Constraint, analytic_feasible, parse_constraints, quantities
 from nas.search.encoding import SearchEncoding
+from nas.search.feasible import FeasibleSampler
 from nas.search.objective_scorer import ObjectiveScorer
 from nas.search.objectives import SPEED, Objective, parse_objectives, task_names
 from nas.search.outputs import ITEMS_ATTR, ITEMS_FILE, ROUNDS_ATTR
+from nas.search.reachable import check_reachable
 from nas.search.study import create_or_resume, open_storage, storage_url
 from nas.supernet.search_space import SearchSpace
 
@@ -43,6 +47,7 @@ class SearchContext:
     scorer: ObjectiveScorer
     study: optuna.Study
     resumed: bool
+    constraints: list[Constraint]
 
     @property
     def budget(self) -> int:
@@ -92,6 +97,11 @@ def _check_known_keys(search: DictConfig) -> None:
             )
 
 
+def search_constraints(cfg: DictConfig) -> list[Constraint]:
+    """The study's constraints (`constraints`, top level beside `objectives`); [] when unset."""
+    return parse_constraints(cfg.get("constraints"))
+
+
 def check_search_config(cfg: DictConfig) -> list[Objective]:
     """Everything that can be checked before loading a model; returns the objectives."""
     search = cfg.search
@@ -104,10 +114,11 @@ def check_search_config(cfg: DictConfig) -> list[Objective]:
             f"algorithm with search=<name>; available: {available}."
         )
     objectives = parse_objectives(cfg.objectives)
-    for name in task_names(objectives):
+    measured = quantities(objectives, search_constraints(cfg))
+    for name in task_names(measured):
         load_task(name).check_name()  # unknown task names fail here, with lm-eval's close names
     SearchSpace.check_config(cfg.search_space)
-    if task_names(objectives):
+    if task_names(measured):
         Selection.from_config(cfg.get("evaluator"))
     n_trials = _count(search.n_trials, "search.n_trials", 1, "the budget of real evaluations")
     _count(search.n_workers, "search.n_workers", 1, "worker processes")
@@ -118,11 +129,11 @@ def check_search_config(cfg: DictConfig) -> list[Objective]:
                 f"search.n_trials={n_trials} is below search.population_size={population}: "
                 f"{search.algorithm} would not finish one generation. Raise n_trials or lower population_size."
             )
-    if any(o.kind == "perplexity" for o in objectives):
+    if any(o.kind == "perplexity" for o in measured):
         if cfg.get("perplexity") is None:
             raise SearchConfigError("A perplexity objective needs a perplexity config (perplexity=wikitext2).")
         instantiate(cfg.perplexity)  # a missing text file fails now, before any model loads
-    if any(o.is_speed for o in objectives) and cfg.get("speed") is None:
+    if any(o.is_speed for o in measured) and cfg.get("speed") is None:
         raise SearchConfigError("latency/throughput objectives need the speed config (speed.batch_size=...).")
     return objectives
 
@@ -139,19 +150,22 @@ def _values_that_matter(node: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k != "progress"}
 
 
-def signature(cfg: DictConfig, model: Any, space: SearchSpace, objectives: list[Objective]) -> dict[str, Any]:
+def signature(
+    cfg: DictConfig, model: Any, space: SearchSpace, objectives: list[Objective], constraints: Sequence[Constraint] = ()
+) -> dict[str, Any]:
     """What the study's values depend on; a resumed study must match it exactly."""
     evaluator = cast(dict[str, Any], OmegaConf.to_container(cfg.evaluator, resolve=True))
     ppl = cfg.get("perplexity")
     speed = cfg.get("speed")
-    kinds = {o.kind for o in objectives}
+    measured = quantities(objectives, constraints)
+    kinds = {o.kind for o in measured}
     return {
         "search_space": {"name": space.name, "choices": {k: list(v) for k, v in space.parameters().items()}},
         "layer_order": list(space.layer_order),
         "objectives": [{k: v for k, v in o.to_dict().items() if k != "hv_bound"} for o in objectives],
         "selection": (
             {k: evaluator.get(k, "scored" if k == "items" else None) for k in ("limit", "limit_mode", "seed", "items")}
-            if task_names(objectives)
+            if task_names(measured)
             else None
         ),
         "perplexity": (
@@ -162,6 +176,8 @@ def signature(cfg: DictConfig, model: Any, space: SearchSpace, objectives: list[
         "speed": _values_that_matter(speed) if kinds & SPEED and speed is not None else None,
         "weights": weights_fingerprint(model),
         "algorithm": cfg.search.algorithm,
+        # Absent (None) without constraints, so studies from before constraints existed resume unchanged.
+        "constraints": [c.to_dict() for c in constraints] or None,
     }
 
 
@@ -200,6 +216,7 @@ def build_scorer(cfg: DictConfig, model: Any, tokenizer: Any, objectives: list[O
 def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchContext:
     """Load and check everything, open (or resume) the study; no evaluation yet."""
     objectives = check_search_config(cfg)
+    constraints = search_constraints(cfg)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar and log say what each trial did
     url = storage_url(cfg.search.storage, output_dir)
     storage = open_storage(url, cfg.search.heartbeat_interval, cfg.search.grace_period)  # unreachable: fail now
@@ -210,11 +227,12 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
     space_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.search_space, resolve=True))
     space = SearchSpace.from_config(space_cfg, model.config)
     encoding = SearchEncoding(space)
-    scorer = build_scorer(cfg, model, tokenizer, objectives)
+    scorer = build_scorer(cfg, model, tokenizer, quantities(objectives, constraints))
+    check_reachable(constraints, space, scorer)
 
     directions = [o.direction for o in objectives]
     study, resumed = create_or_resume(
-        storage, str(cfg.search.study_name), directions, signature(cfg, model, space, objectives)
+        storage, str(cfg.search.study_name), directions, signature(cfg, model, space, objectives, constraints)
     )
     if scorer.evaluator is not None and worker_index == 0:
         # Which documents steered this study, so a confirmation can prove its own items are others.
@@ -230,5 +248,15 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
         study.set_user_attr(ROUNDS_ATTR, [*rounds, record])
 
     algorithm = instantiate(cfg.search.sampler)
-    study.sampler = algorithm(cfg.search, encoding, objectives, scorer.analytic, seed, record_round)
-    return SearchContext(cfg, output_dir, model, tokenizer, space, encoding, objectives, scorer, study, resumed)
+    sampler = algorithm(cfg.search, encoding, objectives, scorer.analytic, seed, record_round, constraints)
+    if any(c.analytic for c in constraints):
+
+        def feasible(sub: Any) -> bool:
+            return analytic_feasible(constraints, scorer.analytic(sub))
+
+        # LINAS plans rounds in its proposals (side effects) and ranks predicted feasibility itself.
+        sampler = FeasibleSampler(sampler, encoding, feasible, seed, redraw_relative=algorithm.name != "linas")
+    study.sampler = sampler
+    return SearchContext(
+        cfg, output_dir, model, tokenizer, space, encoding, objectives, scorer, study, resumed, constraints
+    )

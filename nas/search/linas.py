@@ -22,6 +22,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial
 
+from nas.search.constraints import CONSTRAINT_VALUES_ATTR, Constraint
 from nas.search.encoding import SearchEncoding
 from nas.search.evolution import Operators, evolve, select_survivors
 from nas.search.objectives import Objective
@@ -35,7 +36,10 @@ from nas.supernet.subnetwork import SubNetwork
 log = logging.getLogger(__name__)
 
 ROUND_ATTR = "linas_round"
+# Added to every loss of a candidate that breaks a constraint: more than any feasible loss can be (those beyond an
+# objective's hypervolume bound get 1e6), so feasible candidates dominate infeasible ones in every objective.
 PREDICTED_ATTR = "linas_predicted"
+_INFEASIBLE = 1e8
 
 
 def _to_fit(objective: Objective, values: np.ndarray) -> np.ndarray:
@@ -86,6 +90,8 @@ class LinasSampler(BaseSampler):
         predictor: `svr` or `ridge`.
         seed: seeds the random round, the inner NSGA-II and the predictors' folds.
         on_round: called with each round's record (round, sizes, predictor quality), e.g. to log it.
+        constraints: budgets; candidates predicted to break one (analytic ones computed exactly, measured ones
+            by a predictor of their own unless they are objectives) rank behind every feasible candidate.
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class LinasSampler(BaseSampler):
         predictor: str = "svr",
         seed: int | None = None,
         on_round: Callable[[dict[str, Any]], None] | None = None,
+        constraints: Sequence[Constraint] = (),
     ) -> None:
         self.encoding = encoding
         self.objectives = list(objectives)
@@ -114,6 +121,7 @@ class LinasSampler(BaseSampler):
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.on_round = on_round
+        self.constraints = list(constraints)
         self._random = RandomSampler(seed=seed)
 
     def reseed_rng(self) -> None:
@@ -159,7 +167,9 @@ class LinasSampler(BaseSampler):
         round_number = 1 + max((int(t.user_attrs.get(ROUND_ATTR, 0)) for t in all_trials), default=0)
         subs = [self.encoding.decode(t.params) for t in real]
         values = np.array([t.values for t in real], dtype=np.float64)
-        predictors, quality = self._fit_predictors(real, self.encoding.features(subs), values, round_number)
+        features = self.encoding.features(subs)
+        predictors, quality = self._fit_predictors(real, features, values, round_number)
+        predictors |= self._fit_constraint_predictors(real, features, round_number)
         record: dict[str, Any] = {"round": round_number, "n_train": len(real), "objectives": quality}
         start_rows = self.encoding.index_matrix(subs)  # canonical indices of what was evaluated
         scale = _Scale.of(study, self.objectives)
@@ -168,13 +178,16 @@ class LinasSampler(BaseSampler):
             return self._predict(predictors, rows)
 
         def loss_of(rows: np.ndarray) -> np.ndarray:
-            return scale.penalised(losses(predict(rows), self.objectives, scale.reference))
+            predicted = predict(rows)
+            loss = scale.penalised(losses(predicted[:, : len(self.objectives)], self.objectives, scale.reference))
+            return self._infeasible_last(loss, predicted)
 
         upper = np.array([len(c) - 1 for c in self.encoding.choices.values()], dtype=np.int64)
         # Start from the best real evaluations, topped up with random individuals.
-        best = start_rows[
-            select_survivors(scale.penalised(losses(values, self.objectives, scale.reference)), self.inner_population)
-        ]
+        measured = self._infeasible_last(
+            scale.penalised(losses(values, self.objectives, scale.reference)), self._measured_rows(real, values)
+        )
+        best = start_rows[select_survivors(measured, self.inner_population)]
         extra = self.rng.integers(0, upper + 1, size=(max(0, self.inner_population - len(best)), len(upper)))
         initial = np.vstack([best, extra]) if len(extra) else best
         archive, archive_loss = evolve(initial, loss_of, upper, self.generations, self.operators, self.rng)
@@ -185,8 +198,10 @@ class LinasSampler(BaseSampler):
             return []
         # The most promising: the best fronts of the predicted losses, spread by crowding distance.
         chosen = pool[select_survivors(archive_loss[pool], min(self.round_size, len(pool)))]
-        predictions = predict(archive[chosen])
+        predictions = predict(archive[chosen])[:, : len(self.objectives)]
         record["selected"] = len(chosen)
+        if self.constraints:
+            record["predicted_infeasible_sent"] = int((archive_loss[chosen] >= _INFEASIBLE).any(axis=1).sum())
         if self.on_round is not None:
             self.on_round(record)
         self._log(record)
@@ -223,17 +238,64 @@ class LinasSampler(BaseSampler):
             quality[objective.name] = entry
         return predictors, quality
 
+    def _quantities(self) -> list[Objective]:
+        """The objectives, then the constraints' quantities that are not objectives."""
+        names = {o.name for o in self.objectives}
+        extra = {c.quantity.name: c.quantity for c in self.constraints if c.quantity.name not in names}
+        return [*self.objectives, *extra.values()]
+
     def _predict(self, predictors: dict[str, Any], rows: np.ndarray) -> np.ndarray:
-        """[n, objectives] values of index rows: analytic ones exact, measured ones by their predictor."""
+        """[n, quantities] values of index rows (objectives first): analytic ones exact, measured ones by their
+        predictor."""
         candidates = self.encoding.decode_rows(rows)
         feats = self.encoding.features(candidates)
+        quantities = self._quantities()
+        analytic = [self.analytic(s) for s in candidates] if any(q.analytic for q in quantities) else []
         columns = []
-        for o in self.objectives:
-            if o.analytic:
-                columns.append(np.array([self.analytic(s)[o.name] for s in candidates]))
+        for q in quantities:
+            if q.analytic:
+                columns.append(np.array([values[q.name] for values in analytic], dtype=np.float64))
             else:
-                columns.append(_from_fit(o, np.asarray(predictors[o.name].predict(feats), dtype=np.float64)))
+                columns.append(_from_fit(q, np.asarray(predictors[q.name].predict(feats), dtype=np.float64)))
         return np.stack(columns, axis=1)
+
+    def _measured_rows(self, real: list[FrozenTrial], values: np.ndarray) -> np.ndarray:
+        """[n, quantities] of the real evaluations: objectives as told, constraint-only quantities as recorded."""
+        extra = self._quantities()[len(self.objectives) :]
+        if not extra:
+            return values
+        recorded = [t.user_attrs.get(CONSTRAINT_VALUES_ATTR, {}) for t in real]
+        by_quantity = {c.quantity.name: c.name for c in self.constraints}
+        columns = [[float(r.get(by_quantity[q.name], np.inf)) for r in recorded] for q in extra]
+        return np.hstack([values, np.array(columns, dtype=np.float64).T])
+
+    def _infeasible_last(self, loss: np.ndarray, quantities: np.ndarray) -> np.ndarray:
+        """Losses with every row that breaks a constraint moved behind all feasible rows (feasibility first),
+        infeasible rows ordered by their total violation."""
+        if not self.constraints:
+            return loss
+        column = {q.name: j for j, q in enumerate(self._quantities())}
+        total = np.zeros(len(loss))
+        for c in self.constraints:
+            values = quantities[:, column[c.quantity.name]]
+            scale = abs(c.limit) or 1.0
+            violation = (values - c.limit) / scale if c.upper else (c.limit - values) / scale
+            total += np.maximum(0.0, np.nan_to_num(violation, nan=1e6, posinf=1e6))
+        return np.where((total > 0)[:, None], loss + _INFEASIBLE + total[:, None], loss)
+
+    def _fit_constraint_predictors(
+        self, real: list[FrozenTrial], features: np.ndarray, round_number: int
+    ) -> dict[str, Any]:
+        """A predictor per measured constraint quantity that is not an objective, on the recorded values."""
+        out: dict[str, Any] = {}
+        measured = self._measured_rows(real, np.zeros((len(real), 0)))
+        for j, q in enumerate(self._quantities()[len(self.objectives) :]):
+            if q.analytic:
+                continue
+            target = _to_fit(q, measured[:, j])
+            ok = np.isfinite(target)
+            out[q.name], _ = fit_predictor(self.predictor, features[ok], target[ok], seed=round_number)
+        return out
 
     def _unevaluated(self, archive: np.ndarray, evaluated: set[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
         """The archive's rows in canonical form, and the indices of the first row of each distinct sub-network

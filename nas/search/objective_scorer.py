@@ -143,6 +143,14 @@ class ObjectiveScorer:
                 )
         return {o.name: values[o.name] for o in self.objectives}, details
 
+    def speed_values(self, sub: SubNetwork, speed_quantities: Sequence[Objective]) -> dict[str, float]:
+        """Latency / throughput values of `sub` on the live super-network, timed once (no task evaluation)."""
+        if self.meter is None:
+            raise ValueError("speed_values needs a speed meter (the speed config).")
+        with self.model.sub_network(sub):
+            speed = self.meter.measure(self.model)
+        return {o.name: self._speed_value(o, speed) for o in speed_quantities}
+
     def _speed_value(self, objective: Objective, speed: Any) -> float:
         assert self.meter is not None
         tokens_per_s = speed.prefill_tokens_per_s if objective.mode == "prefill" else speed.decode_tokens_per_s

@@ -1,8 +1,9 @@
 """What a study leaves in its run directory, computed from the study database alone.
 
 trials.csv        every trial: state, objective values, task metrics, sub-network, worker, timing
-                  (a non-finite evaluation: state FAIL, non_finite true, its values as text)
-pareto.csv/json   the non-dominated real evaluations with finite values, with their sub-networks
+                  (a non-finite evaluation: state FAIL, non_finite true, its values as text; with constraints,
+                  `feasible` and each constraint's value as `constraint:<name>`)
+pareto.csv/json   the non-dominated real evaluations with finite values that meet the constraints
 hypervolume.csv   hypervolume (normalised by the reference model) after each real evaluation
 reference.json    the unmodified model's values
 summary.json      objectives, counts, final hypervolume, LINAS predictor quality per round
@@ -19,10 +20,11 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from nas.io.atomic import write_csv, write_json
+from nas.search.constraints import CONSTRAINT_VALUES_ATTR
 from nas.search.encoding import SearchEncoding
 from nas.search.objectives import Objective
 from nas.search.pareto import hypervolume_history, loss_bounds, losses, pareto_mask
-from nas.search.study import REFERENCE_ATTR, WORKER_ATTR
+from nas.search.study import REFERENCE_ATTR, SIGNATURE_ATTR, WORKER_ATTR
 from nas.search.trials import (
     DUPLICATE_ATTR,
     EVALUATED_ATTR,
@@ -30,6 +32,8 @@ from nas.search.trials import (
     decode_trial,
     evaluated_by_key,
     evaluations,
+    feasible_evaluations,
+    is_feasible_trial,
     non_finite_evaluations,
     trial_values,
 )
@@ -53,8 +57,10 @@ def trial_row(t: FrozenTrial, objectives: Sequence[Objective], encoding: SearchE
         "evaluated": bool(t.user_attrs.get(EVALUATED_ATTR)),
         "duplicate_of": t.user_attrs.get(DUPLICATE_ATTR),
         "non_finite": bool(t.user_attrs.get(NON_FINITE_ATTR)),
+        "feasible": is_feasible_trial(t),
     }
     row |= trial_values(t, (o.name for o in objectives))
+    row |= {f"constraint:{name}": v for name, v in t.user_attrs.get(CONSTRAINT_VALUES_ATTR, {}).items()}
     row |= {k: v for k, v in t.user_attrs.get("details", {}).items()}
     row |= {
         "num_layers": sub.num_layers if sub else None,
@@ -73,8 +79,9 @@ def trial_row(t: FrozenTrial, objectives: Sequence[Objective], encoding: SearchE
 def pareto_front(
     study: optuna.Study, objectives: Sequence[Objective], encoding: SearchEncoding
 ) -> list[dict[str, Any]]:
-    """The non-dominated real evaluations, sorted by the first objective."""
-    done = evaluations(study)
+    """The non-dominated real evaluations among those meeting the study's constraints, sorted by the first
+    objective."""
+    done = feasible_evaluations(study)
     if not done:
         return []
     values = np.array([t.values for t in done])
@@ -85,13 +92,16 @@ def pareto_front(
 
 
 def hypervolume_rows(study: optuna.Study, objectives: Sequence[Objective]) -> list[dict[str, Any]]:
-    """Hypervolume after each real evaluation (needs the reference values)."""
+    """Hypervolume after each real evaluation (needs the reference values); evaluations that break a constraint
+    add nothing to it."""
     reference = reference_values(study)
     done = evaluations(study)
     if not done or not reference:
         return []
+    bounds = loss_bounds(objectives)
     loss = losses(np.array([t.values for t in done]), objectives, reference)
-    history = hypervolume_history(loss, loss_bounds(objectives))
+    loss[[not is_feasible_trial(t) for t in done]] = bounds
+    history = hypervolume_history(loss, bounds)
     return [
         {"evaluations": i + 1, "trial": t.number, "hypervolume": hv} for i, (t, hv) in enumerate(zip(done, history))
     ]
@@ -122,6 +132,8 @@ def write_outputs(
         "objectives": [o.to_dict() for o in objectives],
         "evaluations": len(evaluated_by_key(study)),
         "non_finite": [t.number for t in non_finite_evaluations(study)],
+        "infeasible": [t.number for t in evaluations(study) if not is_feasible_trial(t)],
+        "constraints": study.user_attrs.get(SIGNATURE_ATTR, {}).get("constraints"),
         "duplicates_skipped": sum(1 for t in trials if t.user_attrs.get(DUPLICATE_ATTR) is not None),
         "trials": {s: states.count(s) for s in sorted(set(states))},
         "pareto_size": len(front),

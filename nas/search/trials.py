@@ -37,6 +37,16 @@ def evaluations(study: optuna.Study) -> list[FrozenTrial]:
     return _by_completion(t for t in done if t.user_attrs.get(EVALUATED_ATTR))
 
 
+def is_feasible_trial(trial: FrozenTrial) -> bool:
+    """False when the trial broke a constraint of its study (studies without constraints: always True)."""
+    return trial.user_attrs.get("feasible", True) is not False
+
+
+def feasible_evaluations(study: optuna.Study) -> list[FrozenTrial]:
+    """Real evaluations with finite values that meet every constraint: what fronts and picks are made of."""
+    return [t for t in evaluations(study) if is_feasible_trial(t)]
+
+
 def non_finite_evaluations(study: optuna.Study) -> list[FrozenTrial]:
     """Real evaluations where an objective came out NaN or infinite, in the order they completed."""
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))

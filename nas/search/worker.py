@@ -20,6 +20,14 @@ import numpy as np
 from optuna.trial import Trial, TrialState
 from tqdm.auto import tqdm
 
+from nas.search.constraints import (
+    CONSTRAINT_VALUES_ATTR,
+    FEASIBLE_ATTR,
+    analytic_feasible,
+    constraint_values,
+    is_feasible,
+    violations,
+)
 from nas.search.context import SearchContext
 from nas.search.optuna_compat import experimental_features, storage_of, trial_id_of
 from nas.search.outputs import reference_values
@@ -31,7 +39,7 @@ from nas.search.trials import (
     NON_FINITE_ATTR,
     SUBNET_ATTR,
     evaluated_by_key,
-    evaluations,
+    feasible_evaluations,
     non_finite,
 )
 from nas.supernet.subnetwork import SubNetwork
@@ -50,7 +58,7 @@ class _Progress:
     def refresh(self) -> None:
         if self.bar.disable:
             return
-        done = evaluations(self.ctx.study)
+        done = feasible_evaluations(self.ctx.study)
         self.bar.n = min(len(evaluated_by_key(self.ctx.study)), self.ctx.budget)
         reference = reference_values(self.ctx.study)
         if done and reference:
@@ -145,6 +153,9 @@ class Worker:
             self.duplicates_in_a_row = 0
             return False
         trial.set_user_attr(DUPLICATE_ATTR, known[key].number)
+        if self.ctx.constraints and CONSTRAINT_VALUES_ATTR in known[key].user_attrs:
+            # The original's, so Optuna's readers never see a trial of a constrained study without them.
+            self.record_constraints(trial, known[key].user_attrs[CONSTRAINT_VALUES_ATTR])
         self.study.tell(trial, state=TrialState.PRUNED)
         self.duplicates_in_a_row += 1
         if self.duplicates_in_a_row >= self.patience:
@@ -153,10 +164,10 @@ class Worker:
 
     def _escape_convergence(self, seen: set[str]) -> None:
         """A converged population in a small space re-proposes what it has: make the next trial a random
-        sub-network not evaluated yet, so the budget is still met."""
+        sub-network not evaluated yet (and within the analytic constraints), so the budget is still met."""
         for _ in range(10000):
             sub = self.ctx.encoding.space.sample(self.rng)
-            if sub.to_json() not in seen:
+            if sub.to_json() not in seen and analytic_feasible(self.ctx.constraints, self.ctx.scorer.analytic(sub)):
                 self.study.enqueue_trial(
                     self.ctx.encoding.encode(sub), user_attrs={"escape": "random after repeated duplicates"}
                 )
@@ -167,9 +178,20 @@ class Worker:
                 self.duplicates_in_a_row = 0
                 return
         log.warning(
-            "No unevaluated sub-network found in 10000 random draws; stopping at %d of %d.", len(seen), self.ctx.budget
+            "No unevaluated sub-network (meeting the analytic constraints) found in 10000 random draws; stopping at %d "
+            "of %d.",
+            len(seen),
+            self.ctx.budget,
         )
         self.exhausted = True
+
+    def record_constraints(self, trial: Trial, values: dict[str, float]) -> None:
+        """The trial's constraint values and feasibility, and its violations as Optuna constraints (read by
+        NSGA-II's ranking, `Study.best_trials` and the dashboard)."""
+        trial.set_user_attr(CONSTRAINT_VALUES_ATTR, values)
+        trial.set_user_attr(FEASIBLE_ATTR, is_feasible(self.ctx.constraints, values))
+        for constraint, violation in zip(self.ctx.constraints, violations(self.ctx.constraints, values)):
+            trial.set_constraint(constraint.name, violation)
 
     def evaluate(self, trial: Trial, sub: SubNetwork) -> None:
         """Score the sub-network live and tell the values; a NaN or infinite value is recorded as an
@@ -180,6 +202,8 @@ class Worker:
                 values, details = self.ctx.scorer(sub)
             trial.set_user_attr("details", details)
             trial.set_user_attr("seconds", time.perf_counter() - start)
+            if self.ctx.constraints and not non_finite(values):
+                self.record_constraints(trial, constraint_values(self.ctx.constraints, values))
             bad = non_finite(values)
             if bad:
                 trial.set_user_attr(NON_FINITE_ATTR, {k: bad.get(k, v) for k, v in values.items()})
