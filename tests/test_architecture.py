@@ -26,7 +26,19 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("search", ("nas.search",)),
     ("libraries", ("nas.analysis", "nas.quantization", "nas.export", "nas.baselines")),
     ("stages", ("nas.stages",)),
-    ("entry", ("nas.cli", "nas.pipeline", "nas.train", "nas.evaluate", "nas.reorder", "nas.analyze", "nas.overview")),
+    (
+        "entry",
+        (
+            "nas.cli",
+            "nas.pipeline",
+            "nas.train",
+            "nas.evaluate",
+            "nas.reorder",
+            "nas.analyze",
+            "nas.overview",
+            "nas.pick",
+        ),
+    ),
 ]
 ENTRY = len(FLOORS) - 1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,7 @@ def export_sub_network(
     dtype: torch.dtype | None = None,
     metadata: dict[str, Any] | None = None,
     overwrite: bool = False,
+    finish: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write `sub` as a model folder that `AutoModelForCausalLM.from_pretrained` loads.
 
@@ -153,6 +155,7 @@ def export_sub_network(
         dtype: weights' dtype on disk; the model's own by default.
         metadata: extra JSON-serialisable facts stored in `subnetwork.json` (e.g. measured metrics).
         overwrite: replace an earlier export in `out_dir` (never a folder with other files).
+        finish: adds files of the caller's (a model card) to the folder before it is published.
 
     Returns:
         The folder's path.
@@ -179,6 +182,8 @@ def export_sub_network(
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
         write_json(export_record(sub, metadata), folder / EXPORT_RECORD)
+        if finish is not None:
+            finish(folder)
 
     out = publish_folder(out_dir, write, overwrite)
     log.info("Exported %s to %s", sub.describe(), out)

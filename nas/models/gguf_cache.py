@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_DIR = "~/.cache/nas/models"
 
 
-def _package_folder(package: str) -> Path:
+def package_folder(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
@@ -60,7 +60,7 @@ def gguf_package_model(
     dtype: str = "float32",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a GGUF model shipped inside a Python package, through a cached safetensors copy."""
-    gguf_path = _package_folder(package) / gguf_file
+    gguf_path = package_folder(package) / gguf_file
     if not gguf_path.is_file():
         raise ModelLoadError(f"{gguf_path} is missing; reinstall the package {package!r}.")
     cached = Path(cache_dir).expanduser() / gguf_path.stem

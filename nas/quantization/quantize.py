@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -251,13 +252,19 @@ def quantize_sub_network(
     return result
 
 
-def save_quantized(quantized: QuantizedModel, out_dir: str | Path, overwrite: bool = False) -> Path:
+def save_quantized(
+    quantized: QuantizedModel,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    finish: Callable[[Path], None] | None = None,
+) -> Path:
     """Write the quantized model as a folder that `AutoModelForCausalLM.from_pretrained` reloads quantized.
 
     Per-layer sub-networks also get the two modeling files of `NasLlamaForCausalLM` (load them with
     `trust_remote_code=True`, or with `load_quantized`, which imports them from this project instead).
     `subnetwork.json` records the sub-network, the settings and the measured footprint. Written whole
     and renamed into place like an export: `overwrite` replaces an earlier one, never other files.
+    `finish(folder)` adds files of the caller's (a model card) before the folder is published.
     """
     out = Path(out_dir)
     if out.resolve() == quantized.folder.resolve():
@@ -274,6 +281,8 @@ def save_quantized(quantized: QuantizedModel, out_dir: str | Path, overwrite: bo
                 shutil.copy(REMOTE_CODE_DIR / name, folder / name)
         record = export_record(quantized.sub) | {"quantization": quantized.to_dict()}
         write_json(record, folder / EXPORT_RECORD)
+        if finish is not None:
+            finish(folder)
 
     out = publish_folder(out, write, overwrite)
     log.info("Saved the %s-quantized %s to %s", quantized.config.method, quantized.sub.describe(), out)

@@ -33,6 +33,7 @@ from nas.stages import analyze as analyze_stage
 from nas.stages import baselines as baselines_stage
 from nas.stages import confirm as confirm_stage
 from nas.stages import export as export_stage
+from nas.stages import pick as pick_stage
 from nas.stages import quantize as quantize_stage
 from nas.stages import reorder as reorder_stage
 from nas.stages import search as search_stage
@@ -197,7 +198,12 @@ class Pipeline:
         return analyze_stage.analyze_stage(self.cfg, self.out, folder)
 
     def export(self, folder: Path) -> dict[str, Any]:
-        return export_stage.export_selected(self.with_model(), self.out, folder)
+        result = export_stage.export_selected(self.with_model(), self.out, folder, self.cfg.model)
+        if self.cfg.export.get("budget"):
+            result["deployed"] = pick_stage.deploy(
+                pick_stage.pick_settings(self.cfg), self.out, folder / "deploy", self.model_config(), self.cfg.model
+            )
+        return result
 
     def run(self) -> dict[str, Any]:
         for stage in STAGES:
