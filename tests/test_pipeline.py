@@ -69,7 +69,8 @@ def tiny_pipeline(tmp: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
-    overrides = tiny_pipeline(tmp)
+    # The export stage also picks the best sub-network within a budget and deploys it with its card.
+    overrides = tiny_pipeline(tmp, "export.budget={params: 150000}", "export.metric=perplexity")
     summary = run_pipeline(compose_pipeline(overrides), tmp / "run")
     return tmp, overrides, summary
 
@@ -94,6 +95,12 @@ def test_every_stage_runs_and_leaves_its_outputs(finished):
     assert (run / "analyze" / "report.html").is_file() and (run / "analyze" / "report.md").is_file()
     exported = [p for p in (run / "export").iterdir() if p.is_dir()]
     assert exported and all((p / "config.json").is_file() for p in exported)
+    deployed = json.loads((run / "export" / "deploy" / "pick.json").read_text())
+    pareto = {row["number"]: row for row in json.loads((run / "search" / "pareto.json").read_text())}
+    best = min((r for r in pareto.values() if r["params"] <= 150000), key=lambda r: r["perplexity"])
+    assert deployed["chosen"]["trial"] == best["number"]  # the best within budget is on the front
+    card = (run / "export" / "deploy" / "README.md").read_text()
+    assert "int8" in card and f"Parameters: {int(best['params']):,}." in card
     for stage in summary["stages"]:
         assert json.loads((run / stage / "stage.json").read_text())["fingerprint"]
 

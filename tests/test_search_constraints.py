@@ -100,3 +100,38 @@ def test_linas_ranks_every_feasible_candidate_before_any_infeasible_one():
     assert (feasible[:, None, :] < infeasible[None, :, :]).all()
     # Among infeasible rows, the smaller violation ranks first.
     assert (loss[1] < loss[2]).all()
+
+
+def test_the_pick_never_chooses_an_infeasible_sub_network(tmp_path):
+    from test_deploy import pick_settings
+
+    from nas.stages.pick import deploy
+
+    out = tmp_path / "run"
+    cfg = compose_search(
+        [
+            *base_overrides(tmp_path),
+            "search=random",
+            "search.n_trials=10",
+            f"+constraints=[{{kind: perplexity, max: {PERPLEXITY_MAX}}}]",
+        ]
+    )
+    run_search(cfg, out)
+    evaluated = real(load(out, "random-seed0"))
+    infeasible = [t for t in evaluated if not t.user_attrs["feasible"]]
+    assert infeasible, "the test needs a sub-network that breaks the constraint"
+    # Picked by size alone, the smallest sub-networks (the least accurate) would win: only feasible ones compete.
+    record = deploy(pick_settings(metric="params", speed=None), out, tmp_path / "deploy", cfg.model)
+    feasible = [t for t in evaluated if t.user_attrs["feasible"]]
+    best = min(feasible, key=lambda t: (t.values[1], t.values[0]))
+    assert record["chosen"]["trial"] == best.number
+    assert {c["trial"] for c in record["candidates"]}.isdisjoint(t.number for t in infeasible)
+
+
+def test_an_unreachable_latency_is_refused_naming_the_fastest_measured(tmp_path):
+    out = tmp_path / "run"
+    speed = ["speed.batch_size=1", "speed.prompt_len=8", "speed.new_tokens=2", "speed.repeats=1", "speed.warmup=0"]
+    overrides = [*base_overrides(tmp_path), *speed, "+constraints=[{kind: latency, mode: decode, max_ms: 0.000001}]"]
+    with pytest.raises(SearchConfigError, match=r"latency_decode<=1e-06.*smallest \(fastest\) sub-network has"):
+        run_search(compose_search(overrides), out)
+    assert not (out / "trials.csv").exists()

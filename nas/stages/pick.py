@@ -203,6 +203,7 @@ class Candidate:
     speed: dict[str, Any] | None = None
     verdict: str = "not considered"
     scores: list[ScoreLine] = field(default_factory=list)
+    tiebreak: tuple[float, ...] = ()  # the study's other objectives, better first, for equal scores and sizes
 
     def row(self) -> dict[str, Any]:
         return {
@@ -245,9 +246,12 @@ def candidates(run: RunData, metric: str, shape: ModelShape, fmt: str) -> tuple[
                 format_size_gb(shape, e.subnetwork, fmt),
                 cost.params,
                 scores=task_scores(e, record, accuracy_tasks(run.objectives)),
+                tiebreak=tuple(
+                    -e.values[o.name] if o.maximize else e.values[o.name] for o in run.objectives if o.name != metric
+                ),
             )
         )
-    out.sort(key=lambda c: (-sign * c.score, c.size_gb, c.trial))
+    out.sort(key=lambda c: (-sign * c.score, c.size_gb, c.tiebreak, c.trial))
     how = "confirmed scores on held-out items" if confirmed else "search scores (no confirmation in this run)"
     return out, how
 
