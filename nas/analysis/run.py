@@ -126,14 +126,17 @@ class RunData:
         return [e for e, keep in zip(self.evaluations, pareto_mask(loss)) if keep]
 
 
-def find_search_dir(run_dir: str | Path) -> Path:
-    """The folder holding the study: `run_dir` itself or its `search/`."""
+def find_search_dir(run_dir: str | Path, storage: str | None = None) -> Path:
+    """The folder holding the study: `run_dir` itself or its `search/`; with a `storage` URL (a study shared by
+    workers in other run directories), any existing `run_dir`."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(f"run_dir={run_dir} does not exist or is not a folder; pass {EXPECTED}.")
     for candidate in (run_dir, run_dir / SEARCH_SUBDIR):
         if (candidate / "study.db").is_file() or (candidate / "summary.json").is_file():
             return candidate
+    if storage is not None:
+        return run_dir
     raise RunDirError(
         f"run_dir={run_dir} holds no study.db or summary.json (nor {SEARCH_SUBDIR}/ with them); pass {EXPECTED}."
     )
@@ -225,7 +228,7 @@ def load_run(
     from optuna.trial import TrialState
 
     run_dir = Path(run_dir)
-    search_dir = find_search_dir(run_dir)
+    search_dir = find_search_dir(run_dir, storage)
     summary = _read_summary(search_dir)
     study = _open_study(search_dir, storage, study_name, summary)
     signature = study.user_attrs.get(SIGNATURE_ATTR) or {}

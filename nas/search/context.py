@@ -80,6 +80,7 @@ SEARCH_KEYS = frozenset(
         "heartbeat_interval",
         "grace_period",
         "duplicate_patience",
+        "storage_patience",
         "progress",
         "linas",
     }

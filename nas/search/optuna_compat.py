@@ -36,6 +36,29 @@ def set_frozen_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str
     storage_of(study).set_trial_user_attr(trial_id_of(trial), key, value)
 
 
+def claim_study_attr(study: optuna.Study, key: str, value: Any) -> bool:
+    """Set a study user attribute only if no one has: True for the one caller (of any process or machine) whose
+    insert created it. Optuna's `set_study_user_attr` overwrites (no compare-and-set), so this inserts the row
+    itself; the table's unique (study, key) constraint makes it atomic on every SQL engine."""
+    import json
+
+    import sqlalchemy
+    from optuna.storages import RDBStorage
+    from optuna.storages._rdb.models import StudyUserAttributeModel
+
+    storage = storage_of(study)
+    storage = getattr(storage, "_backend", storage)  # Optuna wraps database storages in a cache
+    assert isinstance(storage, RDBStorage), "claims need a database storage"
+    table = StudyUserAttributeModel.__table__
+    row = {"study_id": study._study_id, "key": key, "value_json": json.dumps(value)}
+    try:
+        with storage.engine.begin() as connection:
+            connection.execute(sqlalchemy.insert(table).values(**row))
+    except sqlalchemy.exc.IntegrityError:
+        return False
+    return True
+
+
 def compute_hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
     """Exact hypervolume of `points` (minimised) up to `reference`: Optuna has no public function for it."""
     return float(_compute_hypervolume(points, reference))

@@ -113,19 +113,21 @@ def write_outputs(
     encoding: SearchEncoding,
     out_dir: str | Path,
     extra: dict[str, Any] | None = None,
+    write: bool = True,
 ) -> dict[str, Any]:
-    """Write every output file; returns the summary (with `extra` merged in)."""
+    """Write every output file (with `write`); returns the summary (with `extra` merged in)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-    write_csv([trial_row(t, objectives, encoding) for t in trials], out / "trials.csv")
     front = pareto_front(study, objectives, encoding)
-    write_csv(front, out / "pareto.csv")
-    write_json(front, out / "pareto.json")
     hv = hypervolume_rows(study, objectives)
-    write_csv(hv, out / "hypervolume.csv")
     reference = study.user_attrs.get(REFERENCE_ATTR, {})
-    write_json(reference, out / "reference.json")
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv([trial_row(t, objectives, encoding) for t in trials], out / "trials.csv")
+        write_csv(front, out / "pareto.csv")
+        write_json(front, out / "pareto.json")
+        write_csv(hv, out / "hypervolume.csv")
+        write_json(reference, out / "reference.json")
     states = [t.state.name for t in trials]
     summary = {
         "study_name": study.study_name,
@@ -142,5 +144,6 @@ def write_outputs(
         "linas_rounds": study.user_attrs.get(ROUNDS_ATTR, []),
         **(extra or {}),
     }
-    write_json(summary, out / "summary.json")
+    if write:
+        write_json(summary, out / "summary.json")
     return summary

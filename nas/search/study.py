@@ -12,6 +12,7 @@ import datetime
 import fcntl
 import json
 import logging
+import os
 import random
 import socket
 import threading
@@ -97,10 +98,11 @@ def open_storage(url: str, heartbeat_interval: int | None = 60, grace_period: in
 
     Safe for workers that start at the same moment on a new database.
     """
-    engine_kwargs: dict[str, Any] = {}
-    if sqlite_file(url) is not None:
-        # Several worker processes write to one file: wait for the lock instead of failing at once.
-        engine_kwargs = {"connect_args": {"timeout": 120}}
+    # SQLite: several worker processes write to one file, so wait for its lock instead of failing at once.
+    # Servers: a restart under a running search leaves dead pooled connections, so test each before use.
+    engine_kwargs: dict[str, Any] = (
+        {"connect_args": {"timeout": 120}} if sqlite_file(url) is not None else {"pool_pre_ping": True}
+    )
     try:
         with setup_lock(url), experimental_features():  # heartbeats
             return cast(
@@ -189,16 +191,25 @@ def create_or_resume(
 # --- workers and their trials ---------------------------------------------------------------
 
 
+# Containers on different machines can share a hostname (and pids): set this to tell their workers apart, or a
+# live worker elsewhere could be taken for a dead one here.
+HOST_ENV = "NAS_WORKER_HOST"
+
+
+def host_name() -> str:
+    return os.environ.get(HOST_ENV) or socket.gethostname()
+
+
 def worker_id() -> str:
     """host:pid:start-time of this process (the start time tells a reused pid apart)."""
     me = psutil.Process()
-    return f"{socket.gethostname()}:{me.pid}:{me.create_time():.2f}"
+    return f"{host_name()}:{me.pid}:{me.create_time():.2f}"
 
 
 def _is_alive(worker: str) -> bool | None:
     """Whether a worker id names a live process; None when it ran on another host (unknown)."""
     host, pid, started = worker.rsplit(":", 2)
-    if host != socket.gethostname():
+    if host != host_name():
         return None
     try:
         return f"{psutil.Process(int(pid)).create_time():.2f}" == started
@@ -264,7 +275,10 @@ def heartbeat(storage: Any, trial_id: int) -> Iterator[None]:
 
     def beat() -> None:
         while True:
-            storage.record_heartbeat(trial_id)
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as exc:  # the storage is away for a moment: the worker loop reports and waits
+                log.debug("Heartbeat of trial %d not recorded: %s", trial_id, exc)
             if stop.wait(interval):
                 return
 

@@ -12,14 +12,17 @@ thing they share, so a killed worker loses only its trial in flight.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
+from typing import Any
 
 import numpy as np
 from optuna.trial import Trial, TrialState
 from tqdm.auto import tqdm
 
+from nas.io.secrets import redact_url
 from nas.search.constraints import (
     CONSTRAINT_VALUES_ATTR,
     FEASIBLE_ATTR,
@@ -32,7 +35,16 @@ from nas.search.context import SearchContext
 from nas.search.optuna_compat import experimental_features, storage_of, trial_id_of
 from nas.search.outputs import reference_values
 from nas.search.pareto import hypervolume, loss_bounds, losses
-from nas.search.study import WORKER_ATTR, alive_running, beat_once, fail_dead_trials, heartbeat, worker_id
+from nas.search.storage_retry import StoragePatience, is_outage
+from nas.search.study import (
+    WORKER_ATTR,
+    alive_running,
+    beat_once,
+    fail_dead_trials,
+    heartbeat,
+    storage_url,
+    worker_id,
+)
 from nas.search.trials import (
     DUPLICATE_ATTR,
     EVALUATED_ATTR,
@@ -88,6 +100,8 @@ class Worker:
         self.evaluated = 0
         self.duplicates_in_a_row = 0
         self.exhausted = False  # no unevaluated sub-network could be found
+        where = redact_url(storage_url(ctx.cfg.search.storage, ctx.output_dir))
+        self.storage = StoragePatience(where, float(ctx.cfg.search.get("storage_patience", 300)))
 
     # --- the budget ------------------------------------------------------------------------------
 
@@ -195,49 +209,82 @@ class Worker:
 
     def evaluate(self, trial: Trial, sub: SubNetwork) -> None:
         """Score the sub-network live and tell the values; a NaN or infinite value is recorded as an
-        evaluation (FAIL, with the values as text) so it is counted and never proposed for scoring again."""
+        evaluation (FAIL, with the values as text) so it is counted and never proposed for scoring again.
+        A storage outage after the scoring is waited out: a finished evaluation is recorded, not lost."""
         try:
             start = time.perf_counter()
             with heartbeat(storage_of(self.study), trial_id_of(trial)):
                 values, details = self.ctx.scorer(sub)
-            trial.set_user_attr("details", details)
-            trial.set_user_attr("seconds", time.perf_counter() - start)
-            if self.ctx.constraints and not non_finite(values):
-                self.record_constraints(trial, constraint_values(self.ctx.constraints, values))
-            bad = non_finite(values)
-            if bad:
-                trial.set_user_attr(NON_FINITE_ATTR, {k: bad.get(k, v) for k, v in values.items()})
-                trial.set_user_attr(EVALUATED_ATTR, True)
-                self.study.tell(trial, state=TrialState.FAIL)
-                log.warning(
-                    "Trial %d, %s: %s is not finite; recorded as evaluated, left off the front.",
-                    trial.number,
-                    sub.describe(),
-                    ", ".join(f"{k}={v}" for k, v in bad.items()),
-                )
-            else:
-                trial.set_user_attr(EVALUATED_ATTR, True)
-                self.study.tell(trial, [values[o.name] for o in self.ctx.objectives])
+            seconds = time.perf_counter() - start
+            self.storage.run(
+                lambda: self._record(trial, sub, values, details, seconds), f"recording trial {trial.number}"
+            )
         except BaseException:
-            self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            try:
+                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            except Exception as exc:  # the storage is gone: the next run fails the trial as its worker's
+                log.warning("Could not mark trial %d failed (%s).", trial.number, type(exc).__name__)
             raise
         self.evaluated += 1
+
+    def _record(
+        self, trial: Trial, sub: SubNetwork, values: dict[str, float], details: dict[str, Any], seconds: float
+    ) -> None:
+        """Every write of a finished evaluation; safe to repeat (a retry after an outage)."""
+        trial.set_user_attr("details", details)
+        trial.set_user_attr("seconds", seconds)
+        if self.ctx.constraints and not non_finite(values):
+            self.record_constraints(trial, constraint_values(self.ctx.constraints, values))
+        bad = non_finite(values)
+        trial.set_user_attr(EVALUATED_ATTR, True)
+        if bad:
+            trial.set_user_attr(NON_FINITE_ATTR, {k: bad.get(k, v) for k, v in values.items()})
+            self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            log.warning(
+                "Trial %d, %s: %s is not finite; recorded as evaluated, left off the front.",
+                trial.number,
+                sub.describe(),
+                ", ".join(f"{k}={v}" for k, v in bad.items()),
+            )
+        else:
+            self.study.tell(trial, [values[o.name] for o in self.ctx.objectives], skip_if_finished=True)
+
+    def fail_own_running(self) -> None:
+        """After an outage: this worker's trials left RUNNING by the interrupted step (none is in flight now)."""
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.user_attrs.get(WORKER_ATTR) == self.me:
+                self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+
+    def step(self, bar: _Progress) -> bool:
+        """One pass of the loop; False when the budget is met."""
+        if not self.budget_open():
+            return False
+        trial, sub = self.propose()
+        key = sub.to_json()
+        if self.skipped_as_taken(trial, key) or self.answered_as_duplicate(trial, key):
+            return True
+        self.evaluate(trial, sub)
+        bar.refresh()
+        return True
 
 
 def run_worker(ctx: SearchContext, progress: bool = False) -> int:
     """Propose, skip or look up or evaluate, until the study holds `n_trials` real evaluations; returns
-    how many this worker evaluated."""
+    how many this worker evaluated. A storage outage between evaluations is waited out (then this worker's
+    half-created trial, if any, is failed and the loop goes on)."""
     worker = Worker(ctx)
     bar = _Progress(ctx, progress)
     try:
-        while worker.budget_open():
-            trial, sub = worker.propose()
-            key = sub.to_json()
-            if worker.skipped_as_taken(trial, key) or worker.answered_as_duplicate(trial, key):
-                continue
-            worker.evaluate(trial, sub)
-            bar.refresh()
+        while True:
+            try:
+                if not worker.step(bar):
+                    break
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                worker.storage.run(worker.fail_own_running, "waiting to continue the search")
     finally:
-        bar.refresh()
+        with contextlib.suppress(Exception):  # the storage is gone: the bar shows what it had
+            bar.refresh()
         bar.close()
     return worker.evaluated

@@ -24,8 +24,9 @@ from nas.errors import NASError, SearchConfigError
 from nas.io.atomic import disk_full
 from nas.io.secrets import redact_url
 from nas.search.context import SearchContext, prepare
+from nas.search.optuna_compat import claim_study_attr
 from nas.search.outputs import hypervolume_rows, write_outputs
-from nas.search.study import REFERENCE_ATTR, storage_url
+from nas.search.study import REFERENCE_ATTR, storage_url, worker_id
 from nas.search.tracking import SearchTracker
 from nas.search.trials import evaluated_by_key, non_finite
 from nas.search.worker import run_worker
@@ -103,6 +104,27 @@ def _set_threads(cfg: DictConfig) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+OUTPUTS_CLAIM = "nas_outputs_written"
+
+
+def outputs_writer(ctx: SearchContext, output_dir: Path) -> dict[str, Any] | None:
+    """None when this worker writes the study's outputs, else who did.
+
+    With the default storage (a SQLite file in this run directory) the study is this run's: it writes. With
+    `search.storage` set, independent workers (other machines, other run directories) may share the study:
+    the first to finish once the budget is met claims the outputs (an atomic insert in the study database), so
+    they are written once, by whichever worker finished last.
+    """
+    if not ctx.cfg.search.storage:
+        return None
+    count = len(evaluated_by_key(ctx.study))
+    claim = {"worker": worker_id(), "run_dir": str(Path(output_dir).resolve()), "evaluations": count}
+    key = f"{OUTPUTS_CLAIM}:{count}"
+    if claim_study_attr(ctx.study, key, claim):
+        return None
+    return dict(ctx.study.user_attrs.get(key) or {"worker": "another worker", "run_dir": "its run directory"})
+
+
 def run_search(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """The whole job; returns the summary it writes to `summary.json`."""
     output_dir = Path(output_dir)
@@ -131,7 +153,19 @@ def run_search(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             "evaluated_this_run": len(evaluated_by_key(ctx.study)) - before,
             "storage": redact_url(storage_url(cfg.search.storage, output_dir)),
         }
-        summary = write_outputs(ctx.study, ctx.objectives, ctx.encoding, output_dir, run_facts)
+        writer = outputs_writer(ctx, output_dir)
+        summary = write_outputs(ctx.study, ctx.objectives, ctx.encoding, output_dir, run_facts, write=writer is None)
+        if writer is not None:
+            log.info(
+                "Study %r is complete; its outputs are written by the worker that finished last (%s, in %s). To write "
+                "a report here: python -m nas.analyze run_dir=%s analysis.storage=<the URL> analysis.study_name=%s",
+                ctx.study.study_name,
+                writer["worker"],
+                writer["run_dir"],
+                output_dir,
+                ctx.study.study_name,
+            )
+            return summary | {"outputs_written_by": writer}
         tracker.log_study(ctx.study, ctx.objectives, ctx.encoding, hypervolume_rows(ctx.study, ctx.objectives), summary)
         log.info(
             "Study %r: %d evaluations (%d this run), Pareto front of %d, hypervolume %s. Outputs in %s",
