@@ -71,7 +71,7 @@ def test_nan_sub_networks_are_counted_once_and_left_off_the_front(tmp_path, monk
 def test_a_nan_reference_stops_the_search_before_it_starts(tmp_path, monkeypatch):
     from nas import load_model
 
-    def broken_model(cfg):
+    def broken_model(cfg, worker_index=0):
         model, tokenizer = load_model("tiny_llama")
         with torch.no_grad():
             model.model.norm.weight[3] = float("nan")  # one NaN weight: every logit is NaN

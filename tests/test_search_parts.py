@@ -152,3 +152,25 @@ def test_predictor_fits_and_reports_quality():
         assert np.corrcoef(model.predict(x), y)[0, 1] > 0.95
     with pytest.raises(SearchConfigError, match="available"):
         fit_predictor("xgboost", x, y, seed=0)
+
+
+def test_search_workers_on_a_multi_gpu_machine_take_one_gpu_each(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from nas.models.placement import worker_device
+    from nas.search import context
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 3)
+    assert [worker_device("auto", i) for i in range(4)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+    assert worker_device("cuda", 1) == "cuda:1"
+    assert worker_device("cuda:2", 0) == "cuda:2" and worker_device("cpu", 1) == "cpu"  # as configured
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    assert worker_device("auto", 1) == "auto"  # one GPU: left as configured
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 3)
+    loaded = []
+    monkeypatch.setattr(context, "instantiate", lambda node: loaded.append(node.device) or ("model", "tokenizer"))
+    cfg = OmegaConf.create({"model": {"_target_": "nas.models.tiny.tiny_llama", "device": "auto"}})
+    for index in range(3):
+        context.load_supernet(cfg, index)
+    assert loaded == ["cuda:0", "cuda:1", "cuda:2"]

@@ -13,12 +13,15 @@ from unittest.mock import Mock
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.strategies import FSDPStrategy
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 from torch.distributed.fsdp import FullyShardedDataParallel
 
 from nas import SearchSpace
 from nas.errors import NASError
+from nas.instantiate import instantiate
 from nas.stages.train import accumulation_steps, training_placement
 from nas.training.module import SuperNetModule
 from nas.training.samplers import UniformSampler
@@ -61,10 +64,25 @@ def test_ddp_trains_sub_networks_that_drop_layers(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert (run / "train_ddp_process_1.log").exists()  # a second process took part
+    assert (done.stdout + done.stderr).count("Training ElasticLlamaForCausalLM with") == 1  # rank 0 alone prints
     summary = json.loads((run / "training.json").read_text())
     assert (summary["steps"], summary["processes"], summary["accumulate"], summary["global_batch_size"]) == (3, 2, 1, 8)
     weights = load_file(run / "supernet" / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_fsdp_config_shards_each_decoder_layer_as_its_own_unit(tiny):
+    """FSDP needs GPUs (Lightning refuses it on CPU): the config is checked here, the wrapping rule applied to the
+    model's modules as FSDP applies it."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["trainer=fsdp", "trainer.num_nodes=2"])
+    assert (cfg.trainer.num_nodes, cfg.trainer.precision) == (2, "bf16-mixed")
+    strategy = instantiate(cfg.trainer.strategy)
+    assert isinstance(strategy, FSDPStrategy)
+    policy = strategy.kwargs["auto_wrap_policy"]
+    model, _ = tiny
+    units = [name for name, module in model.named_modules() if policy(module, recurse=False, nonwrapped_numel=0)]
+    assert units == [f"model.layers.{i}" for i in range(model.config.num_hidden_layers)]
 
 
 def test_fsdp_clips_the_global_gradient_norm_through_its_root_module(tiny):

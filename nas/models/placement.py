@@ -40,3 +40,14 @@ def place(model: PreTrainedModel, device: str, dtype: str) -> PreTrainedModel:
     # transformers wraps `to` in a way mypy misreads.
     model.to(device=resolve_device(device), dtype=torch_dtype(dtype))  # type: ignore[call-arg]
     return model.eval()
+
+
+def worker_device(device: str, worker_index: int) -> str:
+    """The device of search worker `worker_index` on this machine: with CUDA in use (`cuda`, `auto` where CUDA
+    is present) and several GPUs visible, workers take them in turn (`cuda:0`, `cuda:1`, ...); an explicit
+    `cuda:N`, or CPU, is kept as configured."""
+    uses_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if not uses_cuda:
+        return device
+    count = torch.cuda.device_count()
+    return f"cuda:{worker_index % count}" if count > 1 else device

@@ -22,11 +22,13 @@ from nas.evaluation.task import Selection
 from nas.instantiate import instantiate
 from nas.io.atomic import write_json
 from nas.io.locations import config_dir
+from nas.models.placement import worker_device
 from nas.search.constraints import Constraint, analytic_feasible, parse_constraints, quantities
 from nas.search.encoding import SearchEncoding
 from nas.search.feasible import FeasibleSampler
 from nas.search.objective_scorer import ObjectiveScorer
 from nas.search.objectives import SPEED, Objective, parse_objectives, task_names
+from nas.search.optuna_compat import experimental_features
 from nas.search.outputs import ITEMS_ATTR, ITEMS_FILE, ROUNDS_ATTR
 from nas.search.reachable import check_reachable
 from nas.search.study import create_or_resume, open_storage, storage_url
@@ -139,10 +141,14 @@ def check_search_config(cfg: DictConfig) -> list[Objective]:
     return objectives
 
 
-def load_supernet(cfg: DictConfig) -> tuple[Any, Any]:
+def load_supernet(cfg: DictConfig, worker_index: int = 0) -> tuple[Any, Any]:
     """The super-network to search: `model` as configured (`model=pretrained model.name_or_path=<folder>` for
-    a trained one), built the one way every job builds a model."""
-    return cast(tuple[Any, Any], instantiate(cfg.model))
+    a trained one), built the one way every job builds a model; worker `worker_index` of several on a multi-GPU
+    machine gets its own GPU (`worker_device`)."""
+    model_cfg = cfg.model
+    if "device" in model_cfg:
+        model_cfg = OmegaConf.merge(model_cfg, {"device": worker_device(str(model_cfg.device), worker_index)})
+    return cast(tuple[Any, Any], instantiate(model_cfg))
 
 
 def _values_that_matter(node: DictConfig) -> dict[str, Any]:
@@ -224,7 +230,7 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
     item_set = Selection.from_config(cfg.get("evaluator")).items
     for name in task_names(objectives):  # lm-eval's definitions and documents: missing data fails before the model
         load_task(name).prefetch((cfg.get("evaluator") or {}).get("data_dir"), item_set)
-    model, tokenizer = load_supernet(cfg)
+    model, tokenizer = load_supernet(cfg, worker_index)
     space_cfg = cast(dict[str, Any], OmegaConf.to_container(cfg.search_space, resolve=True))
     space = SearchSpace.from_config(space_cfg, model.config)
     encoding = SearchEncoding(space)
@@ -235,6 +241,9 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
     study, resumed = create_or_resume(
         storage, str(cfg.search.study_name), directions, signature(cfg, model, space, objectives, constraints)
     )
+    if study.metric_names != [o.name for o in objectives]:  # named columns in the Optuna dashboard and exports
+        with experimental_features():
+            study.set_metric_names([o.name for o in objectives])
     if scorer.evaluator is not None and worker_index == 0:
         # Which documents steered this study, so a confirmation can prove its own items are others.
         items = {name: s.to_dict() for name, s in scorer.evaluator.item_sets().items()}

@@ -54,9 +54,12 @@ from nas.search.trials import (
     feasible_evaluations,
     non_finite,
 )
+from nas.supernet.metrics import sub_network_cost
 from nas.supernet.subnetwork import SubNetwork
 
 log = logging.getLogger(__name__)
+
+SUMMARY_ATTR = "summary"  # the sub-network in words and its sizes, for people reading the study (the dashboard)
 
 
 class _Progress:
@@ -231,6 +234,7 @@ class Worker:
         self, trial: Trial, sub: SubNetwork, values: dict[str, float], details: dict[str, Any], seconds: float
     ) -> None:
         """Every write of a finished evaluation; safe to repeat (a retry after an outage)."""
+        trial.set_user_attr(SUMMARY_ATTR, self.summary(sub))
         trial.set_user_attr("details", details)
         trial.set_user_attr("seconds", seconds)
         if self.ctx.constraints and not non_finite(values):
@@ -248,6 +252,17 @@ class Worker:
             )
         else:
             self.study.tell(trial, [values[o.name] for o in self.ctx.objectives], skip_if_finished=True)
+
+    def summary(self, sub: SubNetwork) -> dict[str, Any]:
+        """What a person reading the trial in the Optuna dashboard wants first: the sub-network in words and
+        its sizes (the objective values and per-task scores are beside it)."""
+        cost = sub_network_cost(self.ctx.scorer.shape, sub)
+        return {
+            "sub_network": sub.describe(),
+            "layers": list(sub.layers),
+            "params": cost.params,
+            **{f"size_mb_{dtype}": round(cost.size_bytes[dtype] / 1e6, 2) for dtype in ("bf16", "int8")},
+        }
 
     def fail_own_running(self) -> None:
         """After an outage: this worker's trials left RUNNING by the interrupted step (none is in flight now)."""

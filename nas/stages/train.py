@@ -62,6 +62,14 @@ def reorder_before_training(
     reorder_and_save(model, tokenizer, calibration, folder, dimensions, save=getattr(rank_zero_only, "rank", 0) == 0)
 
 
+def quiet_console() -> None:
+    """On ranks other than 0: warnings and errors only on the console (rank 0 alone tells the story); each
+    rank's full log stays in its own file (`train_ddp_process_<rank>.log`)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
+
+
 def accumulation_steps(optim: DictConfig, batch_size: int, world_size: int) -> int:
     """Micro-batches per optimizer step: `optim.accumulate`, or what `optim.global_batch_size` implies
     for `data.batch_size` per process and this many processes."""
@@ -116,6 +124,8 @@ def run_training(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     )
     # The epochs-based length is set once the data is bound; the trainer tells how many processes share it.
     trainer = instantiate(cfg.trainer, callbacks=[checkpoints], logger=logger, default_root_dir=str(output_dir))
+    if not trainer.is_global_zero:
+        quiet_console()
     accumulate = accumulation_steps(cfg.optim, int(cfg.data.batch_size), trainer.world_size)
 
     model, tokenizer = instantiate(cfg.model, **training_placement(trainer))

@@ -140,7 +140,9 @@ class SuperNetModule(L.LightningModule):
         for name, sub in (("largest", self.sampler.largest()), ("smallest", self.sampler.smallest())):
             with self.model.sub_network(sub):  # type: ignore[operator]
                 logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            self.log(f"val/loss_{name}", lm_loss(logits, batch["labels"]), batch_size=batch["input_ids"].shape[0])
+            # Averaged over every process's share of the validation batches, so all ranks agree on it.
+            loss = lm_loss(logits, batch["labels"])
+            self.log(f"val/loss_{name}", loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
 
     # --- state that Lightning does not know about ----------------------------------------------
 
