@@ -15,6 +15,7 @@ from typing import TypeVar
 import sqlalchemy.exc
 
 from nas.errors import NASError
+from nas.io.atomic import disk_full
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ class StorageUnavailableError(NASError):
 
 def is_outage(exc: BaseException) -> bool:
     """A lost or refused connection (or a locked SQLite file), as opposed to a bug or a bad request; also when
-    Optuna re-raised it as its own `StorageInternalError`."""
+    Optuna re-raised it as its own `StorageInternalError`. A full disk is not an outage: waiting does not free it."""
+    if disk_full(exc) is not None:
+        return False
     seen: BaseException | None = exc
     for _ in range(5):  # the cause chain, a few links deep
         if seen is None:

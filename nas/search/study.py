@@ -17,7 +17,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -231,31 +231,43 @@ def _worker_gone(trial: FrozenTrial, now: datetime.datetime) -> bool:
     return _is_alive(worker) is False
 
 
-def fail_dead_trials(study: optuna.Study) -> list[int]:
+def fail_dead_trials(
+    study: optuna.Study, trials: Sequence[FrozenTrial] | None = None, check_heartbeats: bool = True
+) -> list[int]:
     """Mark as FAIL the running trials whose worker is gone; returns their numbers.
 
     Workers on this host are checked directly (a killed run is recovered at once, also one killed
     while its trial's parameters were being suggested); workers elsewhere through the storage's
-    heartbeat (after its grace period), which each trial records from its creation on.
+    heartbeat (after its grace period), which each trial records from its creation on
+    (`check_heartbeats`: a query of its own, which a loop may make less often). `trials`: the study's trials
+    as just read, to spare a read.
     """
     now = datetime.datetime.now()
     failed = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    running = (
+        [t for t in trials if t.state == TrialState.RUNNING]
+        if trials is not None
+        else study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    )
+    for t in running:
         if _worker_gone(t, now):
             # Public since Optuna 3: telling a trial by number, skipped if its worker finished it meanwhile.
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             failed.append(t.number)
-    with experimental_features():
-        optuna.storages.fail_stale_trials(study)
+    if check_heartbeats:
+        with experimental_features():
+            optuna.storages.fail_stale_trials(study)
     if failed:
         log.warning("Trials %s were running in a worker that died; marked FAIL (they will be redone).", failed)
     return failed
 
 
-def alive_running(study: optuna.Study) -> list[FrozenTrial]:
-    """Running trials whose worker is (or may be, on another host) alive."""
+def alive_running(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> list[FrozenTrial]:
+    """Running trials whose worker is (or may be, on another host) alive; of `trials` when given (read once)."""
     now = datetime.datetime.now()
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if not _worker_gone(t, now)]
+    if trials is None:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return [t for t in trials if t.state == TrialState.RUNNING and not _worker_gone(t, now)]
 
 
 def beat_once(storage: Any, trial_id: int) -> None:

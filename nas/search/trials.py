@@ -55,8 +55,17 @@ def non_finite_evaluations(study: optuna.Study) -> list[FrozenTrial]:
 
 def evaluated_by_key(study: optuna.Study) -> dict[str, FrozenTrial]:
     """Every real evaluation (finite or not) by its sub-network's key: what counts against the budget."""
-    trials = [*evaluations(study), *non_finite_evaluations(study)]
-    return {t.user_attrs[SUBNET_ATTR]: t for t in trials if SUBNET_ATTR in t.user_attrs}
+    return evaluated_by_key_in(study.get_trials(deepcopy=False))
+
+
+def evaluated_by_key_in(trials: Iterable[FrozenTrial]) -> dict[str, FrozenTrial]:
+    """`evaluated_by_key` of trials read once (one storage read for several questions about the same moment)."""
+    counted = (TrialState.COMPLETE, TrialState.FAIL)
+    return {
+        t.user_attrs[SUBNET_ATTR]: t
+        for t in _by_completion(t for t in trials if t.state in counted and t.user_attrs.get(EVALUATED_ATTR))
+        if SUBNET_ATTR in t.user_attrs and (t.state == TrialState.COMPLETE or t.user_attrs.get(NON_FINITE_ATTR))
+    }
 
 
 def non_finite(values: Mapping[str, float]) -> dict[str, str]:

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import numpy as np
-from optuna.trial import Trial, TrialState
+from optuna.trial import FrozenTrial, Trial, TrialState
 from tqdm.auto import tqdm
 
 from nas.io.secrets import redact_url
@@ -50,8 +50,8 @@ from nas.search.trials import (
     EVALUATED_ATTR,
     NON_FINITE_ATTR,
     SUBNET_ATTR,
-    evaluated_by_key,
-    feasible_evaluations,
+    evaluated_by_key_in,
+    is_feasible_trial,
     non_finite,
 )
 from nas.supernet.metrics import sub_network_cost
@@ -68,21 +68,26 @@ class _Progress:
     def __init__(self, ctx: SearchContext, enabled: bool) -> None:
         self.ctx = ctx
         self.bar = tqdm(total=ctx.budget, desc=f"search {ctx.study.study_name}", disable=not enabled, unit="eval")
+        self.reference: dict[str, float] | None = None
         self.refresh()
 
     def refresh(self) -> None:
+        """One read of the trials; the front's best values and hypervolume from the feasible evaluations."""
         if self.bar.disable:
             return
-        done = feasible_evaluations(self.ctx.study)
-        self.bar.n = min(len(evaluated_by_key(self.ctx.study)), self.ctx.budget)
-        reference = reference_values(self.ctx.study)
-        if done and reference:
+        trials = self.ctx.study.get_trials(deepcopy=False)
+        known = evaluated_by_key_in(trials)
+        self.bar.n = min(len(known), self.ctx.budget)
+        if self.reference is None:  # set once per study, before the first evaluation
+            self.reference = reference_values(self.ctx.study) or None
+        done = [t for t in known.values() if t.state == TrialState.COMPLETE and is_feasible_trial(t)]
+        if done and self.reference:
             values = np.array([t.values for t in done])
             best = {
                 o.name: (values[:, i].max() if o.maximize else values[:, i].min())
                 for i, o in enumerate(self.ctx.objectives)
             }
-            hv = hypervolume(losses(values, self.ctx.objectives, reference), loss_bounds(self.ctx.objectives))
+            hv = hypervolume(losses(values, self.ctx.objectives, self.reference), loss_bounds(self.ctx.objectives))
             self.bar.set_postfix({**{k: f"{v:.4g}" for k, v in best.items()}, "hv": f"{hv:.4f}"}, refresh=False)
         self.bar.refresh()
 
@@ -103,16 +108,33 @@ class Worker:
         self.evaluated = 0
         self.duplicates_in_a_row = 0
         self.exhausted = False  # no unevaluated sub-network could be found
+        self.last_heartbeat_check = -float("inf")
         where = redact_url(storage_url(ctx.cfg.search.storage, ctx.output_dir))
         self.storage = StoragePatience(where, float(ctx.cfg.search.get("storage_patience", 300)))
 
     # --- the budget ------------------------------------------------------------------------------
 
+    def read_trials(self) -> list[FrozenTrial]:
+        """The study's trials in one storage read: every question about one moment is answered from it."""
+        return self.study.get_trials(deepcopy=False)
+
+    def heartbeats_due(self) -> bool:
+        """Whether to look for trials whose heartbeat stopped (a query of its own): at most twice per heartbeat
+        interval, which is as often as a stale trial can appear."""
+        interval = float(self.ctx.cfg.search.heartbeat_interval or 0) / 2
+        now = time.monotonic()
+        if now - self.last_heartbeat_check < interval:
+            return False
+        self.last_heartbeat_check = now
+        return True
+
     def budget_open(self) -> bool:
         """True while evaluations are missing; waits while the missing ones are in flight elsewhere."""
         while not self.exhausted:
-            fail_dead_trials(self.study)
-            known = evaluated_by_key(self.study)
+            trials = self.read_trials()
+            if fail_dead_trials(self.study, trials, self.heartbeats_due()):
+                trials = self.read_trials()
+            known = evaluated_by_key_in(trials)
             if len(known) >= self.ctx.budget:
                 return False
             if len(known) >= self.distinct:
@@ -120,7 +142,7 @@ class Worker:
                     "Every one of the %d distinct sub-networks is evaluated; stopping before the budget.", self.distinct
                 )
                 return False
-            if len(known) + len(alive_running(self.study)) < self.ctx.budget:
+            if len(known) + len(alive_running(self.study, trials)) < self.ctx.budget:
                 return True
             time.sleep(1.0)  # the last evaluations are in flight in other workers
         return False
@@ -143,29 +165,29 @@ class Worker:
         trial.set_user_attr(SUBNET_ATTR, sub.to_json())
         return trial, sub
 
-    def skipped_as_taken(self, trial: Trial, key: str) -> bool:
+    def skipped_as_taken(self, trial: Trial, key: str, trials: list[FrozenTrial]) -> bool:
         """Fail the trial (not an evaluation) when the budget filled meanwhile or another worker is
         evaluating the same sub-network.
 
-        Running trials are read first, then completed ones: a trial finishing in between is counted
-        twice (we wait), never missed (the budget would be exceeded).
+        `trials` is one read of the study made after this trial was created: running and finished trials of the
+        same moment, so a trial finishing meanwhile is counted once, never missed (the budget would be exceeded).
         """
-        ahead = [t for t in alive_running(self.study) if t.number < trial.number]
-        known = evaluated_by_key(self.study)
+        ahead = [t for t in alive_running(self.study, trials) if t.number < trial.number]
+        known = evaluated_by_key_in(trials)
         if len(known) + len(ahead) < self.ctx.budget and all(t.user_attrs.get(SUBNET_ATTR) != key for t in ahead):
             return False
         trial.set_user_attr("skipped", "budget taken or the same sub-network in flight in another worker")
         self.study.tell(trial, state=TrialState.FAIL)
         return True
 
-    def answered_as_duplicate(self, trial: Trial, key: str) -> bool:
+    def answered_as_duplicate(self, trial: Trial, key: str, trials: list[FrozenTrial]) -> bool:
         """Prune a trial whose sub-network was evaluated already (it costs no evaluation).
 
         PRUNED trials are not members of the sampler's population either (NSGA-II ignores them), so a
         generation is filled with distinct sub-networks, as pymoo's duplicate elimination does; the
         values stay with the original trial.
         """
-        known = evaluated_by_key(self.study)
+        known = evaluated_by_key_in(trials)
         if key not in known:
             self.duplicates_in_a_row = 0
             return False
@@ -276,7 +298,8 @@ class Worker:
             return False
         trial, sub = self.propose()
         key = sub.to_json()
-        if self.skipped_as_taken(trial, key) or self.answered_as_duplicate(trial, key):
+        trials = self.read_trials()
+        if self.skipped_as_taken(trial, key, trials) or self.answered_as_duplicate(trial, key, trials):
             return True
         self.evaluate(trial, sub)
         bar.refresh()
