@@ -324,6 +324,17 @@ def run_config(run_dir: Path, search_dir: Path) -> tuple[DictConfig, DictConfig]
     return cfg, base_model
 
 
+def search_command(run_dir: Path, search_dir: Path) -> str | None:
+    """The command that ran the search (or pipeline), from the run's `.hydra/overrides.yaml`."""
+    for base in (run_dir, search_dir, search_dir.parent):
+        overrides = base / ".hydra" / "overrides.yaml"
+        if overrides.is_file():
+            entry = "nas.pipeline" if (base / "pipeline.json").is_file() else "nas.search"
+            args = [str(a) for a in (OmegaConf.load(overrides) or [])]
+            return " ".join(["python -m", entry, *(f"'{a}'" if " " in a else a for a in args)])
+    return None
+
+
 def base_model_and_license(model_cfg: DictConfig) -> tuple[str, str]:
     """The base model's name and license, from the model config (a package's metadata, a folder's card)."""
     if model_cfg.get("package"):
@@ -489,6 +500,9 @@ def deploy(
         facts.command = (
             f"python -m nas.pick run_dir={run_dir} 'budget={dict(budget)}' metric={metric} format={cfg.format}"
         )
+    searched_by = search_command(run_dir, run.search_dir)
+    if searched_by:
+        facts.command = f"{searched_by}\n{facts.command}"
 
     def finish(folder: Path) -> None:
         facts.files = {
