@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler
 from optuna.samplers.nsgaii import PolynomialMutation, SBXCrossover
@@ -20,6 +21,7 @@ from nas.supernet.subnetwork import SubNetwork
 
 Analytic = Callable[[SubNetwork], dict[str, float]]
 OnRound = Callable[[dict[str, Any]], None]
+AnalyticRows = Callable[[np.ndarray], dict[str, np.ndarray]]  # `Analytic` of many index rows at once
 
 
 def operators(search: DictConfig) -> Operators:
@@ -46,6 +48,7 @@ class RandomSearch:
         seed: int,
         on_round: OnRound | None = None,
         constraints: Sequence[Constraint] = (),
+        analytic_rows: AnalyticRows | None = None,
     ) -> BaseSampler:
         return RandomSampler(seed=seed)
 
@@ -69,6 +72,7 @@ class Nsga2(RandomSearch):
         seed: int,
         on_round: OnRound | None = None,
         constraints: Sequence[Constraint] = (),
+        analytic_rows: AnalyticRows | None = None,
     ) -> BaseSampler:
         ops = operators(search)
         with experimental_features():  # SBX crossover and polynomial mutation
@@ -96,6 +100,7 @@ class Linas(Nsga2):
         seed: int,
         on_round: OnRound | None = None,
         constraints: Sequence[Constraint] = (),
+        analytic_rows: AnalyticRows | None = None,
     ) -> BaseSampler:
         return LinasSampler(
             encoding,
@@ -110,4 +115,5 @@ class Linas(Nsga2):
             seed=seed,
             on_round=on_round,
             constraints=constraints,
+            analytic_rows=analytic_rows,
         )

@@ -24,6 +24,7 @@ from nas.io.atomic import write_json
 from nas.io.locations import config_dir
 from nas.models.placement import worker_device
 from nas.search.constraints import Constraint, analytic_feasible, parse_constraints, quantities
+from nas.search.encoded_rows import EncodedRows
 from nas.search.encoding import SearchEncoding
 from nas.search.feasible import FeasibleSampler
 from nas.search.objective_scorer import ObjectiveScorer
@@ -258,7 +259,17 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
         study.set_user_attr(ROUNDS_ATTR, [*rounds, record])
 
     algorithm = instantiate(cfg.search.sampler)
-    sampler = algorithm(cfg.search, encoding, objectives, scorer.analytic, seed, record_round, constraints)
+    encoded = EncodedRows(encoding)
+    sampler = algorithm(
+        cfg.search,
+        encoding,
+        objectives,
+        scorer.analytic,
+        seed,
+        record_round,
+        constraints,
+        lambda rows: scorer.analytic_rows(encoded, rows),
+    )
     if any(c.analytic for c in constraints):
 
         def feasible(sub: Any) -> bool:

@@ -23,6 +23,7 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.trial import FrozenTrial
 
 from nas.search.constraints import CONSTRAINT_VALUES_ATTR, Constraint
+from nas.search.encoded_rows import EncodedRows
 from nas.search.encoding import SearchEncoding
 from nas.search.evolution import Operators, evolve, select_survivors
 from nas.search.objectives import Objective
@@ -92,6 +93,8 @@ class LinasSampler(BaseSampler):
         on_round: called with each round's record (round, sizes, predictor quality), e.g. to log it.
         constraints: budgets; candidates predicted to break one (analytic ones computed exactly, measured ones
             by a predictor of their own unless they are objectives) rank behind every feasible candidate.
+        analytic_rows: `analytic` of many index rows at once (`ObjectiveScorer.analytic_rows`); without it each
+            candidate is decoded and costed on its own (the same values, slower).
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class LinasSampler(BaseSampler):
         seed: int | None = None,
         on_round: Callable[[dict[str, Any]], None] | None = None,
         constraints: Sequence[Constraint] = (),
+        analytic_rows: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None,
     ) -> None:
         self.encoding = encoding
         self.objectives = list(objectives)
@@ -122,6 +126,8 @@ class LinasSampler(BaseSampler):
         self.rng = np.random.default_rng(seed)
         self.on_round = on_round
         self.constraints = list(constraints)
+        self.analytic_rows = analytic_rows
+        self.rows = EncodedRows(encoding)
         self._random = RandomSampler(seed=seed)
 
     def reseed_rng(self) -> None:
@@ -167,7 +173,7 @@ class LinasSampler(BaseSampler):
         round_number = 1 + max((int(t.user_attrs.get(ROUND_ATTR, 0)) for t in all_trials), default=0)
         subs = [self.encoding.decode(t.params) for t in real]
         values = np.array([t.values for t in real], dtype=np.float64)
-        features = self.encoding.features(subs)
+        features = self.encoding.features(subs)  # a few hundred at most: the per-sub-network path
         predictors, quality = self._fit_predictors(real, features, values, round_number)
         predictors |= self._fit_constraint_predictors(real, features, round_number)
         record: dict[str, Any] = {"round": round_number, "n_train": len(real), "objectives": quality}
@@ -247,14 +253,19 @@ class LinasSampler(BaseSampler):
     def _predict(self, predictors: dict[str, Any], rows: np.ndarray) -> np.ndarray:
         """[n, quantities] values of index rows (objectives first): analytic ones exact, measured ones by their
         predictor."""
-        candidates = self.encoding.decode_rows(rows)
-        feats = self.encoding.features(candidates)
+        feats = self.rows.features(rows)
         quantities = self._quantities()
-        analytic = [self.analytic(s) for s in candidates] if any(q.analytic for q in quantities) else []
+        analytic: dict[str, np.ndarray] = {}
+        if any(q.analytic for q in quantities):
+            if self.analytic_rows is not None:
+                analytic = self.analytic_rows(rows)
+            else:
+                per_sub = [self.analytic(s) for s in self.encoding.decode_rows(rows)]
+                analytic = {q.name: np.array([v[q.name] for v in per_sub]) for q in quantities if q.analytic}
         columns = []
         for q in quantities:
             if q.analytic:
-                columns.append(np.array([values[q.name] for values in analytic], dtype=np.float64))
+                columns.append(np.asarray(analytic[q.name], dtype=np.float64))
             else:
                 columns.append(_from_fit(q, np.asarray(predictors[q.name].predict(feats), dtype=np.float64)))
         return np.stack(columns, axis=1)
@@ -300,7 +311,7 @@ class LinasSampler(BaseSampler):
     def _unevaluated(self, archive: np.ndarray, evaluated: set[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
         """The archive's rows in canonical form, and the indices of the first row of each distinct sub-network
         that was not evaluated yet."""
-        canonical = np.array([tuple(self.encoding.encode(s).values()) for s in self.encoding.decode_rows(archive)])
+        canonical = self.rows.canonical(archive)
         fresh = np.array([tuple(row) not in evaluated for row in canonical.tolist()])
         _, first_of_each = np.unique(canonical, axis=0, return_index=True)
         distinct = np.zeros(len(canonical), dtype=bool)

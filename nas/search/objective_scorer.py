@@ -6,12 +6,14 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.perplexity import PerplexityEvaluator, perplexity, tokenize
 from nas.evaluation.results import TaskResult
 from nas.evaluation.speed import ThroughputMeter
+from nas.search.encoded_rows import EncodedRows
 from nas.search.objectives import Objective
 from nas.supernet.metrics import sub_network_cost
 from nas.supernet.subnetwork import ModelShape, SubNetwork
@@ -82,17 +84,23 @@ class ObjectiveScorer:
         cost = sub_network_cost(self.shape, sub, self.seq_len)
         return self.cost_values(cost.params, cost.size_bytes, cost.flops_per_token)
 
-    def cost_values(self, params: float, size_bytes: Mapping[str, float], flops_per_token: float) -> dict[str, float]:
-        """The analytic objectives (parameters, size per dtype, FLOPs) from a model's counts."""
-        out: dict[str, float] = {}
+    def cost_values(self, params: Any, size_bytes: Mapping[str, Any], flops_per_token: Any) -> dict[str, Any]:
+        """The analytic objectives (parameters, size per dtype, FLOPs) from a model's counts (numbers, or arrays
+        of many sub-networks' counts: `analytic_rows`)."""
+        out: dict[str, Any] = {}
         for o in self.objectives:
             if o.kind == "params":
-                out[o.name] = float(params)
+                out[o.name] = params * 1.0  # a float, or a float array
             elif o.kind == "size_gb":
                 out[o.name] = size_bytes[o.dtype] / 1e9
             elif o.kind == "flops":
-                out[o.name] = float(flops_per_token)
+                out[o.name] = flops_per_token * 1.0
         return out
+
+    def analytic_rows(self, encoded: EncodedRows, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """`analytic` of many sub-networks given as index rows, computed on the whole matrix at once."""
+        cost = encoded.costs(rows, self.seq_len)
+        return self.cost_values(cost.params, cost.size_bytes, cost.flops_per_token)
 
     def __call__(self, sub: SubNetwork | None) -> tuple[dict[str, float], dict[str, Any]]:
         """(objective values, details) of `sub` on the live super-network, or of the unmodified model

@@ -9,9 +9,9 @@ from nas.supernet.subnetwork import ModelShape, SubNetwork
 
 # Bytes per parameter of the decoder's linear layers, and of everything else (embeddings, head, norms).
 # INT8 follows LLaMA-NAS 4.4 / LLM.int8: linears in 8 bits, the rest in 16 bits.
-_BYTES = {"fp32": (4.0, 4.0), "fp16": (2.0, 2.0), "bf16": (2.0, 2.0), "int8": (1.0, 2.0)}
+BYTES_PER_PARAMETER = {"fp32": (4.0, 4.0), "fp16": (2.0, 2.0), "bf16": (2.0, 2.0), "int8": (1.0, 2.0)}
 # LLM.int8 keeps one fp32 scale per output row of each quantized weight.
-_INT8_ROW_SCALE_BYTES = 4.0
+INT8_ROW_SCALE_BYTES = 4.0
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,10 @@ def sub_network_cost(shape: ModelShape, sub: SubNetwork, seq_len: int = 128) -> 
     total, non_embedding, linear = count_params(shape, sub)
     rows = sum(o for pos in range(sub.num_layers) for _, o in _layer_linear_shapes(shape, sub, pos))
     sizes = {}
-    for dtype, (linear_bytes, other_bytes) in _BYTES.items():
+    for dtype, (linear_bytes, other_bytes) in BYTES_PER_PARAMETER.items():
         size = linear * linear_bytes + (total - linear) * other_bytes
         if dtype == "int8":
-            size += rows * _INT8_ROW_SCALE_BYTES
+            size += rows * INT8_ROW_SCALE_BYTES
         sizes[dtype] = size
     return SubNetworkCost(
         params=total,
