@@ -174,3 +174,20 @@ def test_search_workers_on_a_multi_gpu_machine_take_one_gpu_each(monkeypatch):
     for index in range(3):
         context.load_supernet(cfg, index)
     assert loaded == ["cuda:0", "cuda:1", "cuda:2"]
+
+
+def test_survivors_from_the_first_fronts_only_equal_those_of_a_full_ranking():
+    """select_survivors peels fronts only until it has enough rows: the same choice as ranking every row."""
+    from nas.search.evolution import crowding_distance, non_dominated_ranks, select_survivors
+    from nas.search.pareto import pareto_mask
+
+    rng = np.random.default_rng(0)
+    for n, k, count in [(500, 2, 10), (400, 3, 200), (300, 2, 300), (2500, 2, 7)]:
+        loss = np.round(rng.random((n, k)), 2)  # rounded: ties and duplicates too
+        ranks = non_dominated_ranks(loss)
+        crowding = np.zeros(n)
+        for r in np.unique(ranks):
+            members = np.flatnonzero(ranks == r)
+            crowding[members] = crowding_distance(loss[members])
+        assert np.array_equal(select_survivors(loss, count), np.lexsort((-crowding, ranks))[:count])
+        assert np.array_equal(ranks == 0, pareto_mask(loss))

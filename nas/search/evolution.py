@@ -16,16 +16,27 @@ import numpy as np
 from nas.search.pareto import pareto_mask
 
 
+def non_dominated_fronts(loss: np.ndarray, enough: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """The fronts (row indices; the first non-dominated, lower loss better in every column), and the rows left.
+
+    With `enough`, fronts are peeled only until they hold at least that many rows (callers that take the best
+    `enough` rows never look further, and peeling a front costs a pass over every remaining pair: LINAS picks
+    10 of 10,000 candidates); without, every row is in a front.
+    """
+    fronts: list[np.ndarray] = []
+    remaining = np.arange(len(loss))
+    while remaining.size and (enough is None or len(loss) - remaining.size < enough):
+        mask = pareto_mask(loss[remaining])
+        fronts.append(remaining[mask])
+        remaining = remaining[~mask]
+    return fronts, remaining
+
+
 def non_dominated_ranks(loss: np.ndarray) -> np.ndarray:
     """Front number of each row (0 = non-dominated), lower loss better in every column."""
     ranks = np.full(len(loss), -1, dtype=np.int64)
-    remaining = np.arange(len(loss))
-    front = 0
-    while remaining.size:
-        mask = pareto_mask(loss[remaining])
-        ranks[remaining[mask]] = front
-        remaining = remaining[~mask]
-        front += 1
+    for front, members in enumerate(non_dominated_fronts(loss)[0]):
+        ranks[members] = front
     return ranks
 
 
@@ -46,10 +57,11 @@ def crowding_distance(loss: np.ndarray) -> np.ndarray:
 
 def select_survivors(loss: np.ndarray, count: int) -> np.ndarray:
     """Indices of the `count` best rows by (front, larger crowding distance)."""
-    ranks = non_dominated_ranks(loss)
+    fronts, _ = non_dominated_fronts(loss, enough=count)
+    ranks = np.full(len(loss), len(fronts), dtype=np.int64)  # the rows past `count` rank after every front
     crowding = np.zeros(len(loss))
-    for r in np.unique(ranks):
-        members = np.flatnonzero(ranks == r)
+    for front, members in enumerate(fronts):
+        ranks[members] = front
         crowding[members] = crowding_distance(loss[members])
     order = np.lexsort((-crowding, ranks))
     return order[:count]

@@ -27,14 +27,20 @@ def loss_bounds(objectives: Sequence[Objective]) -> np.ndarray:
     return np.array([-o.hv_bound if o.maximize else o.hv_bound for o in objectives], dtype=np.float64)
 
 
+_CHUNK = 1024
+
+
 def pareto_mask(loss: np.ndarray) -> np.ndarray:
     """True for rows no other row dominates (lower is better in every column). Duplicates all stay."""
     loss = np.asarray(loss, dtype=np.float64)
     if len(loss) == 0:
         return np.zeros(0, dtype=bool)
-    no_worse = (loss[:, None, :] <= loss[None, :, :]).all(-1)  # [i, j]: i no worse than j everywhere
-    better = (loss[:, None, :] < loss[None, :, :]).any(-1)
-    dominated = (no_worse & better).any(0)
+    dominated = np.zeros(len(loss), dtype=bool)
+    for start in range(0, len(loss), _CHUNK):  # rows i in chunks: memory chunk x n, not n x n
+        block = loss[start : start + _CHUNK, None, :]
+        no_worse = (block <= loss[None, :, :]).all(-1)  # [i, j]: i no worse than j everywhere
+        better = (block < loss[None, :, :]).any(-1)
+        dominated |= (no_worse & better).any(0)
     return np.asarray(~dominated, dtype=bool)
 
 
