@@ -1,7 +1,7 @@
 """Search throughput with 1, 2 and 3 independent workers on SQLite and on PostgreSQL, and the storage's share.
 
-Each worker is its own `nas.search` process (own run directory, the storage URL shared), on the tiny model with a
-cheap objective (perplexity of 1,024 tokens vs parameters), random search. Printed per engine and worker count:
+Each worker is its own `nas.search` process (own run directory, the storage URL shared), on the tiny model (Klein's
+space: 120 distinct sub-networks) with a cheap objective (perplexity of 1,024 tokens vs parameters), random search. Printed per engine and worker count:
 real evaluations per minute (first trial's start to last trial's end), the mean evaluation time, and the time
 spent inside the storage (Optuna's RDB storage methods, timed in every worker's search loop: not its start-up
 or its outputs) per evaluation, as a share of an evaluation. Needs Debian's `postgresql` binaries for the PostgreSQL rows (`make test` installs them). Run alone:
@@ -77,6 +77,7 @@ def overrides(tmp: Path, url: str, trials: int, out: Path) -> list[str]:
     text.write_text(TEXT)
     return [
         "model=tiny_llama",
+        "search_space=klein",  # 120 distinct sub-networks on the tiny model
         "objective=perplexity_vs_params",
         f"perplexity.text_file={text}",
         "perplexity.max_tokens=1024",

@@ -36,6 +36,18 @@ def set_frozen_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str
     storage_of(study).set_trial_user_attr(trial_id_of(trial), key, value)
 
 
+def database_engine(study: optuna.Study) -> Any:
+    """The SQLAlchemy engine under a study's RDB storage (Optuna wraps it in a cache and exposes neither), for
+    what Optuna's API cannot do: atomic claims and locks."""
+    from optuna.storages import RDBStorage
+
+    storage = storage_of(study)
+    storage = getattr(storage, "_backend", storage)
+    if not isinstance(storage, RDBStorage):
+        raise TypeError(f"{type(storage).__name__} is not a database storage.")
+    return storage.engine
+
+
 def claim_study_attr(study: optuna.Study, key: str, value: Any) -> bool:
     """Set a study user attribute only if no one has: True for the one caller (of any process or machine) whose
     insert created it. Optuna's `set_study_user_attr` overwrites (no compare-and-set), so this inserts the row
@@ -43,16 +55,12 @@ def claim_study_attr(study: optuna.Study, key: str, value: Any) -> bool:
     import json
 
     import sqlalchemy
-    from optuna.storages import RDBStorage
     from optuna.storages._rdb.models import StudyUserAttributeModel
 
-    storage = storage_of(study)
-    storage = getattr(storage, "_backend", storage)  # Optuna wraps database storages in a cache
-    assert isinstance(storage, RDBStorage), "claims need a database storage"
     table = StudyUserAttributeModel.__table__
     row = {"study_id": study._study_id, "key": key, "value_json": json.dumps(value)}
     try:
-        with storage.engine.begin() as connection:
+        with database_engine(study).begin() as connection:
             connection.execute(sqlalchemy.insert(table).values(**row))
     except sqlalchemy.exc.IntegrityError:
         return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -186,6 +187,44 @@ def create_or_resume(
                 "Resume it with the same settings, or start a new study with another search.study_name."
             )
         return study, True
+
+
+@contextmanager
+def decision_lock(study: optuna.Study) -> Iterator[None]:
+    """Serialise, across every worker of the study, the moment a worker decides whether its new trial takes a
+    place in the budget: a worker deciding later sees the earlier one's decision (its trial in flight, or failed
+    as skipped). PostgreSQL: an advisory lock; MySQL: a named lock; SQLite: the lock file beside the database
+    (SQLite studies live on one host)."""
+    import sqlalchemy
+
+    from nas.search.optuna_compat import database_engine
+
+    engine = database_engine(study)
+    if engine.dialect.name == "sqlite":
+        with setup_lock(str(engine.url)):
+            yield
+        return
+    name = f"nas-decide:{study.study_name}"
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    dialect = engine.dialect.name
+    if dialect not in ("postgresql", "mysql", "mariadb"):
+        log.warning("No cross-worker lock for %s databases: run one worker per study on it.", dialect)
+        yield
+        return
+    with engine.connect() as connection:
+        if dialect == "postgresql":
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        else:
+            connection.execute(sqlalchemy.text("SELECT GET_LOCK(:name, 600)"), {"name": name[:64]})
+        connection.commit()
+        try:
+            yield
+        finally:
+            if dialect == "postgresql":
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            else:
+                connection.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:name)"), {"name": name[:64]})
+            connection.commit()
 
 
 # --- workers and their trials ---------------------------------------------------------------

@@ -40,6 +40,7 @@ from nas.search.study import (
     WORKER_ATTR,
     alive_running,
     beat_once,
+    decision_lock,
     fail_dead_trials,
     heartbeat,
     storage_url,
@@ -165,20 +166,24 @@ class Worker:
         trial.set_user_attr(SUBNET_ATTR, sub.to_json())
         return trial, sub
 
-    def skipped_as_taken(self, trial: Trial, key: str, trials: list[FrozenTrial]) -> bool:
-        """Fail the trial (not an evaluation) when the budget filled meanwhile or another worker is
-        evaluating the same sub-network.
+    def skipped_as_taken(self, trial: Trial, key: str) -> tuple[bool, list[FrozenTrial]]:
+        """Fail the trial (not an evaluation) when the budget is taken or another worker is evaluating the same
+        sub-network; returns that, and the trials read to decide.
 
-        `trials` is one read of the study made after this trial was created: running and finished trials of the
-        same moment, so a trial finishing meanwhile is counted once, never missed (the budget would be exceeded).
+        Workers decide one at a time (`decision_lock`), each from one read of the study: a worker deciding later
+        sees the earlier one's trial in flight, or failed as skipped, so two workers never both take the last
+        place in the budget (trial numbers cannot order them: on a server two trials created at the same moment
+        can get the same number).
         """
-        ahead = [t for t in alive_running(self.study, trials) if t.number < trial.number]
-        known = evaluated_by_key_in(trials)
-        if len(known) + len(ahead) < self.ctx.budget and all(t.user_attrs.get(SUBNET_ATTR) != key for t in ahead):
-            return False
-        trial.set_user_attr("skipped", "budget taken or the same sub-network in flight in another worker")
-        self.study.tell(trial, state=TrialState.FAIL)
-        return True
+        with decision_lock(self.study):
+            trials = self.read_trials()
+            others = [t for t in alive_running(self.study, trials) if trial_id_of(t) != trial_id_of(trial)]
+            known = evaluated_by_key_in(trials)
+            if len(known) + len(others) < self.ctx.budget and all(t.user_attrs.get(SUBNET_ATTR) != key for t in others):
+                return False, trials
+            trial.set_user_attr("skipped", "budget taken or the same sub-network in flight in another worker")
+            self.study.tell(trial, state=TrialState.FAIL)
+        return True, trials
 
     def answered_as_duplicate(self, trial: Trial, key: str, trials: list[FrozenTrial]) -> bool:
         """Prune a trial whose sub-network was evaluated already (it costs no evaluation).
@@ -298,8 +303,8 @@ class Worker:
             return False
         trial, sub = self.propose()
         key = sub.to_json()
-        trials = self.read_trials()
-        if self.skipped_as_taken(trial, key, trials) or self.answered_as_duplicate(trial, key, trials):
+        skipped, trials = self.skipped_as_taken(trial, key)
+        if skipped or self.answered_as_duplicate(trial, key, trials):
             return True
         self.evaluate(trial, sub)
         bar.refresh()
