@@ -25,12 +25,13 @@ from typing import Any, cast
 
 import optuna
 import psutil
+import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import SearchConfigError
 from nas.io.secrets import redact_url, with_password
-from nas.search.optuna_compat import experimental_features
+from nas.search.optuna_compat import database_engine, experimental_features
 
 log = logging.getLogger(__name__)
 
@@ -195,10 +196,6 @@ def decision_lock(study: optuna.Study) -> Iterator[None]:
     place in the budget: a worker deciding later sees the earlier one's decision (its trial in flight, or failed
     as skipped). PostgreSQL: an advisory lock; MySQL: a named lock; SQLite: the lock file beside the database
     (SQLite studies live on one host)."""
-    import sqlalchemy
-
-    from nas.search.optuna_compat import database_engine
-
     engine = database_engine(study)
     if engine.dialect.name == "sqlite":
         with setup_lock(str(engine.url)):
