@@ -400,7 +400,11 @@ def deploy(
     notes = []
     if how.startswith("confirmed"):
         confirmed = [c for c in pool if c.source == "held-out items"]
-        within = [c for c in confirmed if c.size_gb <= budget.get("size_gb", float("inf"))]
+        within = [
+            c
+            for c in confirmed
+            if c.size_gb <= budget.get("size_gb", float("inf")) and c.params <= budget.get("params", float("inf"))
+        ]
         if within:
             for c in pool:
                 if c.source != "held-out items":
