@@ -198,7 +198,8 @@ def decision_lock(study: optuna.Study) -> Iterator[None]:
     (SQLite studies live on one host)."""
     engine = database_engine(study)
     if engine.dialect.name == "sqlite":
-        with setup_lock(str(engine.url)):
+        # The database path as it is (str(engine.url) percent-encodes characters such as "=" and ",").
+        with setup_lock(f"sqlite:///{engine.url.database or ':memory:'}"):
             yield
         return
     name = f"nas-decide:{study.study_name}"
