@@ -24,9 +24,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from nas.errors import SearchConfigError
 from nas.search.objectives import Objective, parse_objective
 
-# A trial's measured constraint quantities ({constraint name: value}) and whether it met all of them.
+# A trial's measured constraint quantities ({constraint name: value}); whether it met all of them: FEASIBLE_ATTR.
 CONSTRAINT_VALUES_ATTR = "constraint_values"
-FEASIBLE_ATTR = "feasible"
 
 
 @dataclass(frozen=True)

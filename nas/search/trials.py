@@ -25,6 +25,7 @@ EVALUATED_ATTR = "evaluated"
 SUBNET_ATTR = "subnet_key"
 NON_FINITE_ATTR = "non_finite"  # {objective: "nan" | "inf" | "-inf"} of a non-finite evaluation
 DUPLICATE_ATTR = "duplicate_of"
+FEASIBLE_ATTR = "feasible"  # False when the trial broke a constraint of its study (nas.search.constraints)
 
 
 def _by_completion(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
@@ -39,7 +40,7 @@ def evaluations(study: optuna.Study) -> list[FrozenTrial]:
 
 def is_feasible_trial(trial: FrozenTrial) -> bool:
     """False when the trial broke a constraint of its study (studies without constraints: always True)."""
-    return trial.user_attrs.get("feasible", True) is not False
+    return trial.user_attrs.get(FEASIBLE_ATTR, True) is not False
 
 
 def feasible_evaluations(study: optuna.Study) -> list[FrozenTrial]:

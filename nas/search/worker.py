@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 from nas.io.secrets import redact_url
 from nas.search.constraints import (
     CONSTRAINT_VALUES_ATTR,
-    FEASIBLE_ATTR,
     analytic_feasible,
     constraint_values,
     is_feasible,
@@ -49,6 +48,7 @@ from nas.search.study import (
 from nas.search.trials import (
     DUPLICATE_ATTR,
     EVALUATED_ATTR,
+    FEASIBLE_ATTR,
     NON_FINITE_ATTR,
     SUBNET_ATTR,
     evaluated_by_key_in,
