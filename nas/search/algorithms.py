@@ -38,6 +38,8 @@ class RandomSearch:
 
     name = "random"
     uses_population = False
+    # Its proposals are children the base sampler can be asked for again, free of side effects (`DistinctSampler`).
+    redraws_taken_children = False
 
     def __call__(
         self,
@@ -62,6 +64,7 @@ class Nsga2(RandomSearch):
 
     name = "nsga2"
     uses_population = True
+    redraws_taken_children = True
 
     def __call__(
         self,
@@ -90,6 +93,7 @@ class Linas(Nsga2):
     """LINAS: NSGA-II on performance predictors (`search.linas`), one population per round to real evaluation."""
 
     name = "linas"
+    redraws_taken_children = False  # its rounds skip what was evaluated themselves (and plan with side effects)
 
     def __call__(
         self,

@@ -23,7 +23,9 @@ from nas.instantiate import instantiate
 from nas.io.atomic import write_json
 from nas.io.locations import config_dir
 from nas.models.placement import worker_device
+from nas.search.batched_storage import BatchedStorage
 from nas.search.constraints import Constraint, analytic_feasible, parse_constraints, quantities
+from nas.search.distinct import DistinctSampler
 from nas.search.encoded_rows import EncodedRows
 from nas.search.encoding import SearchEncoding
 from nas.search.feasible import FeasibleSampler
@@ -242,6 +244,8 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
     study, resumed = create_or_resume(
         storage, str(cfg.search.study_name), directions, signature(cfg, model, space, objectives, constraints)
     )
+    # The worker's view of it: a trial's parameters and attributes written together (one transaction each).
+    study = optuna.load_study(study_name=study.study_name, storage=BatchedStorage(storage))
     if study.metric_names != [o.name for o in objectives]:  # named columns in the Optuna dashboard and exports
         with experimental_features():
             study.set_metric_names([o.name for o in objectives])
@@ -270,6 +274,8 @@ def prepare(cfg: DictConfig, output_dir: Path, worker_index: int = 0) -> SearchC
         constraints,
         lambda rows: scorer.analytic_rows(encoded, rows),
     )
+    if algorithm.redraws_taken_children:
+        sampler = DistinctSampler(sampler, encoding, max_draws=int(cfg.search.duplicate_patience))
     if any(c.analytic for c in constraints):
 
         def feasible(sub: Any) -> bool:

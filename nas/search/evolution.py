@@ -13,31 +13,33 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nas.search.pareto import pareto_mask
+from nas.search.pareto import front_numbers
 
 
 def non_dominated_fronts(loss: np.ndarray, enough: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    """The fronts (row indices; the first non-dominated, lower loss better in every column), and the rows left.
+    """The fronts (row indices in ascending order; the first non-dominated, lower loss better in every column),
+    and the rows left.
 
-    With `enough`, fronts are peeled only until they hold at least that many rows (callers that take the best
-    `enough` rows never look further, and peeling a front costs a pass over every remaining pair: LINAS picks
-    10 of 10,000 candidates); without, every row is in a front.
+    With `enough`, only the first fronts that hold at least that many rows together are returned (callers that
+    take the best `enough` rows never look further: LINAS picks 10 of 10,000 candidates); without, every row is
+    in a front.
     """
+    numbers = front_numbers(loss)
     fronts: list[np.ndarray] = []
-    remaining = np.arange(len(loss))
-    while remaining.size and (enough is None or len(loss) - remaining.size < enough):
-        mask = pareto_mask(loss[remaining])
-        fronts.append(remaining[mask])
-        remaining = remaining[~mask]
+    taken = 0
+    for front in range(int(numbers.max()) + 1 if len(numbers) else 0):
+        if enough is not None and taken >= enough:
+            break
+        members = np.flatnonzero(numbers == front)
+        fronts.append(members)
+        taken += len(members)
+    remaining = np.flatnonzero(numbers >= len(fronts))
     return fronts, remaining
 
 
 def non_dominated_ranks(loss: np.ndarray) -> np.ndarray:
     """Front number of each row (0 = non-dominated), lower loss better in every column."""
-    ranks = np.full(len(loss), -1, dtype=np.int64)
-    for front, members in enumerate(non_dominated_fronts(loss)[0]):
-        ranks[members] = front
-    return ranks
+    return front_numbers(loss)
 
 
 def crowding_distance(loss: np.ndarray) -> np.ndarray:
@@ -132,6 +134,16 @@ def offspring(
     return np.clip(np.rint(child), 0, upper).astype(np.int64)
 
 
+def first_of_each(rows: np.ndarray) -> np.ndarray:
+    """Ascending indices of the first occurrence of each distinct row (`np.unique(rows, axis=0,
+    return_index=True)`, sorted; a dictionary of the rows' bytes is ten times faster for a few hundred rows)."""
+    rows = np.ascontiguousarray(rows)
+    first: dict[bytes, int] = {}
+    for i, row in enumerate(rows):
+        first.setdefault(row.tobytes(), i)
+    return np.fromiter(first.values(), dtype=np.int64, count=len(first))
+
+
 def evolve(
     initial: np.ndarray,
     losses_of: Callable[[np.ndarray], np.ndarray],
@@ -161,8 +173,8 @@ def evolve(
         children_loss = losses_of(children)
         remember(children, children_loss)
         merged, merged_loss = np.vstack([population, children]), np.vstack([loss, children_loss])
-        _, unique = np.unique(merged, axis=0, return_index=True)  # elitism over distinct individuals
-        merged, merged_loss = merged[np.sort(unique)], merged_loss[np.sort(unique)]
+        unique = first_of_each(merged)  # elitism over distinct individuals
+        merged, merged_loss = merged[unique], merged_loss[unique]
         keep = select_survivors(merged_loss, len(population))
         population, loss = merged[keep], merged_loss[keep]
     return np.array(archive), np.array(archive_loss)

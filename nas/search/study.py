@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.errors import SearchConfigError
 from nas.io.secrets import redact_url, with_password
 from nas.search.optuna_compat import database_engine, experimental_features
+from nas.search.sqlite_wal import use_write_ahead_log
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def open_storage(url: str, heartbeat_interval: int | None = 60, grace_period: in
     )
     try:
         with setup_lock(url), experimental_features():  # heartbeats
-            return cast(
+            storage = cast(
                 RDBStorage,
                 _retrying_races(
                     lambda: RDBStorage(
@@ -125,6 +126,10 @@ def open_storage(url: str, heartbeat_interval: int | None = 60, grace_period: in
             "postgresql+psycopg://user@host:5432/db with the password in $NAS_STORAGE_PASSWORD (or PGPASSWORD / "
             "~/.pgpass), or leave search.storage unset for a SQLite file in the run directory."
         ) from exc
+    database = sqlite_file(url)
+    if database is not None:
+        use_write_ahead_log(storage.engine, database)
+    return storage
 
 
 def _differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
@@ -315,7 +320,8 @@ def beat_once(storage: Any, trial_id: int) -> None:
 
 @contextmanager
 def heartbeat(storage: Any, trial_id: int) -> Iterator[None]:
-    """Record the trial's heartbeat in the background while it is evaluated (if the storage has one)."""
+    """Record the trial's heartbeat in the background while it is evaluated (if the storage has one), every
+    heartbeat interval after the one its proposal recorded (`beat_once`)."""
     interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
     if not interval:
         yield
@@ -323,13 +329,12 @@ def heartbeat(storage: Any, trial_id: int) -> Iterator[None]:
     stop = threading.Event()
 
     def beat() -> None:
-        while True:
+        # The first beat is the trial's creation (`beat_once`), moments ago.
+        while not stop.wait(interval):
             try:
                 storage.record_heartbeat(trial_id)
             except Exception as exc:  # the storage is away for a moment: the worker loop reports and waits
                 log.debug("Heartbeat of trial %d not recorded: %s", trial_id, exc)
-            if stop.wait(interval):
-                return
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
     thread.start()

@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from tqdm.auto import tqdm
 
 from nas.io.secrets import redact_url
+from nas.search.batched_storage import answering_from_last_read, stamp_trials
 from nas.search.constraints import (
     CONSTRAINT_VALUES_ATTR,
     analytic_feasible,
@@ -31,9 +32,11 @@ from nas.search.constraints import (
     violations,
 )
 from nas.search.context import SearchContext
-from nas.search.optuna_compat import experimental_features, storage_of, trial_id_of
+from nas.search.distinct import distinct_sampler
+from nas.search.optuna_compat import database_engine, experimental_features, storage_of, trial_id_of
 from nas.search.outputs import reference_values
-from nas.search.pareto import hypervolume, loss_bounds, losses
+from nas.search.pareto import hypervolume, loss_bounds, losses, pareto_mask
+from nas.search.sqlite_wal import checkpoint
 from nas.search.storage_retry import StoragePatience, is_outage
 from nas.search.study import (
     WORKER_ATTR,
@@ -70,25 +73,38 @@ class _Progress:
         self.ctx = ctx
         self.bar = tqdm(total=ctx.budget, desc=f"search {ctx.study.study_name}", disable=not enabled, unit="eval")
         self.reference: dict[str, float] | None = None
+        self.front = np.zeros((0, len(ctx.objectives)))  # values of the non-dominated evaluations so far
+        self.included: set[int] = set()  # trial numbers merged into `front`
         self.refresh()
 
     def refresh(self) -> None:
-        """One read of the trials; the front's best values and hypervolume from the feasible evaluations."""
+        """The trials as the worker last read them (no read of its own); the front's best values and hypervolume
+        from the feasible evaluations, merged into the front as they arrive."""
         if self.bar.disable:
             return
-        trials = self.ctx.study.get_trials(deepcopy=False)
+        with answering_from_last_read(self.ctx.study):
+            trials = self.ctx.study.get_trials(deepcopy=False)
         known = evaluated_by_key_in(trials)
         self.bar.n = min(len(known), self.ctx.budget)
         if self.reference is None:  # set once per study, before the first evaluation
             self.reference = reference_values(self.ctx.study) or None
-        done = [t for t in known.values() if t.state == TrialState.COMPLETE and is_feasible_trial(t)]
-        if done and self.reference:
-            values = np.array([t.values for t in done])
+        new = [
+            t
+            for t in known.values()
+            if t.number not in self.included and t.state == TrialState.COMPLETE and is_feasible_trial(t)
+        ]
+        if new and self.reference:
+            self.included.update(t.number for t in new)
+            values = np.vstack([self.front, np.array([t.values for t in new])])
+            loss = losses(values, self.ctx.objectives, self.reference)
+            keep = pareto_mask(loss)
+            self.front = values[keep]
+            # Each objective's best value lies on the front; the hypervolume is the front's.
             best = {
-                o.name: (values[:, i].max() if o.maximize else values[:, i].min())
+                o.name: (self.front[:, i].max() if o.maximize else self.front[:, i].min())
                 for i, o in enumerate(self.ctx.objectives)
             }
-            hv = hypervolume(losses(values, self.ctx.objectives, self.reference), loss_bounds(self.ctx.objectives))
+            hv = hypervolume(loss[keep], loss_bounds(self.ctx.objectives))
             self.bar.set_postfix({**{k: f"{v:.4g}" for k, v in best.items()}, "hv": f"{hv:.4f}"}, refresh=False)
         self.bar.refresh()
 
@@ -104,8 +120,11 @@ class Worker:
         self.study = ctx.study
         self.distinct = ctx.space.size()["distinct"]
         self.patience = int(ctx.cfg.search.duplicate_patience)
+        self.distinct_sampler = distinct_sampler(ctx.study.sampler)
+        self.let_through = 0
         self.rng = random.Random(int(ctx.cfg.search.seed) + len(self.study.get_trials(deepcopy=False)))
         self.me = worker_id()
+        stamp_trials(self.study, {WORKER_ATTR: self.me})  # each trial names its worker from its creation on
         self.evaluated = 0
         self.duplicates_in_a_row = 0
         self.exhausted = False  # no unevaluated sub-network could be found
@@ -153,17 +172,21 @@ class Worker:
     def propose(self) -> tuple[Trial, SubNetwork]:
         """A new trial and the sub-network the sampler chose for it.
 
-        The trial records its worker and a first heartbeat before any parameter is suggested, so a
+        The trial names its worker from the transaction that creates it (`BatchedStorage.stamp_trials`); its
+        parameters, sub-network and first heartbeat are written together right after the sampler has chosen. A
         worker killed while the sampler works leaves a trial that the next run recognises as dead.
         """
-        with experimental_features():  # heartbeats outside Study.optimize
-            trial = self.study.ask()
-        trial.set_user_attr(WORKER_ATTR, self.me)
-        beat_once(storage_of(self.study), trial_id_of(trial))
-        # The encoding's distributions, IntDistribution(0, choices - 1), through the public API.
-        params = {name: trial.suggest_int(name, 0, len(c) - 1) for name, c in self.ctx.encoding.choices.items()}
+        # The sampler reads the trials as `budget_open` just read them (Optuna's `ask` caches one read per trial
+        # too).
+        with answering_from_last_read(self.study):
+            with experimental_features():  # heartbeats outside Study.optimize
+                trial = self.study.ask()
+            trial.set_user_attr(WORKER_ATTR, self.me)
+            # The encoding's distributions, IntDistribution(0, choices - 1), through the public API.
+            params = {name: trial.suggest_int(name, 0, len(c) - 1) for name, c in self.ctx.encoding.choices.items()}
         sub = self.ctx.encoding.decode(params)
         trial.set_user_attr(SUBNET_ATTR, sub.to_json())
+        beat_once(storage_of(self.study), trial_id_of(trial))
         return trial, sub
 
     def skipped_as_taken(self, trial: Trial, key: str) -> tuple[bool, list[FrozenTrial]]:
@@ -201,10 +224,18 @@ class Worker:
             # The original's, so Optuna's readers never see a trial of a constrained study without them.
             self.record_constraints(trial, known[key].user_attrs[CONSTRAINT_VALUES_ATTR])
         self.study.tell(trial, state=TrialState.PRUNED)
-        self.duplicates_in_a_row += 1
+        self.duplicates_in_a_row += self._children_repeated()
         if self.duplicates_in_a_row >= self.patience:
             self._escape_convergence(set(known))
         return True
+
+    def _children_repeated(self) -> int:
+        """Re-proposed sub-networks this duplicate trial stands for: one, or `duplicate_patience` when the sampler
+        let it through after redrawing that many taken children in memory (`nas.search.distinct`)."""
+        if self.distinct_sampler is None or self.distinct_sampler.let_through == self.let_through:
+            return 1
+        self.let_through = self.distinct_sampler.let_through
+        return self.patience
 
     def _escape_convergence(self, seen: set[str]) -> None:
         """A converged population in a small space re-proposes what it has: make the next trial a random
@@ -330,4 +361,6 @@ def run_worker(ctx: SearchContext, progress: bool = False) -> int:
         with contextlib.suppress(Exception):  # the storage is gone: the bar shows what it had
             bar.refresh()
         bar.close()
+        with contextlib.suppress(Exception):
+            checkpoint(database_engine(ctx.study))  # a SQLite study whole in its file (nas.search.sqlite_wal)
     return worker.evaluated

@@ -1,0 +1,96 @@
+"""Proposals of sub-networks not evaluated yet: a wrapper around an evolutionary algorithm's sampler.
+
+A converged NSGA-II population in a small space keeps breeding children it has evaluated already; each used to
+become a trial of its own, answered as a duplicate (PRUNED): a 24-evaluation search on a tiny space stored
+1347 such trials, each a few storage round trips. Here a child whose sub-network is evaluated already (or in
+flight in another worker) is replaced in memory by the algorithm's next child (the base sampler asked again,
+which is what the next trial would have asked), so no trial is created for it and the evaluations are the
+same sub-networks in the same order as before. After `max_draws` (`search.duplicate_patience`) children in a row
+that are all taken, the last is let through: the worker answers it as a duplicate and, as it did after that many
+duplicate trials, makes the next trial a random unevaluated sub-network (`DistinctSampler.let_through`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.search.encoding import SearchEncoding
+from nas.search.trials import SUBNET_ATTR, evaluated_by_key_in
+
+
+class DistinctSampler(BaseSampler):
+    """`base`'s joint proposals, redrawn while their sub-network is taken (at most `max_draws` times).
+
+    Args:
+        base: the algorithm's sampler (its proposals must be free of side effects: NSGA-II's are).
+        encoding: the search space's encoding.
+        max_draws: children tried per trial before a taken one is let through (`search.duplicate_patience`).
+    """
+
+    def __init__(self, base: BaseSampler, encoding: SearchEncoding, max_draws: int = 100) -> None:
+        self.base = base
+        self.encoding = encoding
+        self.max_draws = max_draws
+        self.redrawn = 0  # children replaced because their sub-network was taken (for logs and tests)
+        self.let_through = 0  # taken children let through after `max_draws` in a row
+
+    def reseed_rng(self) -> None:
+        self.base.reseed_rng()
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.base.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        proposal = self.base.sample_relative(study, trial, search_space)
+        if not proposal or "fixed_params" in trial.system_attrs:  # a random phase, or an enqueued trial
+            return proposal
+        taken = self._taken(study, trial)
+        for _ in range(self.max_draws - 1):
+            if self._key(proposal) not in taken:
+                return proposal
+            self.redrawn += 1
+            proposal = self.base.sample_relative(study, trial, search_space)
+        if self._key(proposal) in taken:
+            self.let_through += 1
+        return proposal
+
+    def _taken(self, study: optuna.Study, trial: FrozenTrial) -> set[str]:
+        """Sub-networks evaluated, or being evaluated by another trial (the study as the worker last read it)."""
+        trials = study.get_trials(deepcopy=False)
+        running = {
+            t.user_attrs[SUBNET_ATTR]
+            for t in trials
+            if t.state == TrialState.RUNNING and t.number != trial.number and SUBNET_ATTR in t.user_attrs
+        }
+        return set(evaluated_by_key_in(trials)) | running
+
+    def _key(self, params: dict[str, Any]) -> str:
+        full = {name: int(params.get(name, 0)) for name in self.encoding.names}  # one-choice parameters: index 0
+        return self.encoding.decode(full).to_json()
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.base.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        self.base.after_trial(study, trial, state, values)
+
+
+def distinct_sampler(sampler: BaseSampler | None) -> DistinctSampler | None:
+    """The `DistinctSampler` that `sampler` is or wraps, if any."""
+    while sampler is not None:
+        if isinstance(sampler, DistinctSampler):
+            return sampler
+        sampler = getattr(sampler, "base", None)
+    return None

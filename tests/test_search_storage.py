@@ -1,0 +1,231 @@
+"""The search's storage path (#19): a worker's batched writes and incremental reads equal Optuna's own, on
+SQLite and PostgreSQL; the faster search internals give the same numbers as those they replace; NSGA-II's
+duplicate children are redrawn without changing what is evaluated."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.samplers import RandomSampler
+from optuna.trial import TrialState
+
+from nas.search import batched_storage
+from nas.search.algorithms import Nsga2
+from nas.search.batched_storage import BatchedStorage
+from nas.search.evolution import first_of_each
+from nas.search.pareto import front_numbers, pareto_mask
+from nas.search.predictors import fit_predictor
+from nas.search.sqlite_wal import filesystem_type
+from nas.search.study import open_storage
+from nas.stages.search import run_search
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_search_job import base_overrides, compose_search, load, real  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def storage_url(kind: str, tmp: Path, request: pytest.FixtureRequest) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp / 'study.db'}"
+    server = request.getfixturevalue("postgres")
+    return server.url(server.create_database(), with_password=True)
+
+
+def one_of_each(study: optuna.Study) -> None:
+    """A worker's trial life cycles through the study: evaluated, duplicate, failed, and an enqueued one."""
+    storage = study._storage
+    for n in range(3):
+        trial = study.ask()
+        trial.set_user_attr("worker", "host:1:2.00")
+        params = {f"p{i}": trial.suggest_int(f"p{i}", 0, 3) for i in range(5)}
+        trial.set_user_attr("subnet_key", str(params))
+        trial.storage.set_trial_system_attr(trial._trial_id, "generation", n)
+        storage.record_heartbeat(trial._trial_id)
+        trial.set_user_attr("details", {"nested": [1, 2.5, None]})
+        if n == 0:
+            study.tell(trial, [1.25, float("inf")])
+        elif n == 1:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+    study.enqueue_trial({f"p{i}": 3 - i % 4 for i in range(5)}, user_attrs={"round": 2, "predicted": {"a": 1.0}})
+    trial = study.ask()  # takes the enqueued one
+    for i in range(5):
+        trial.suggest_int(f"p{i}", 0, 3)
+    study.tell(trial, [0.5, 3.0])
+
+
+def fields(trial: optuna.trial.FrozenTrial) -> tuple:
+    return (
+        trial.number,
+        trial.state,
+        trial.params,
+        trial.distributions,
+        trial.user_attrs,
+        trial.system_attrs,
+        trial.values,
+        trial.intermediate_values,
+        trial.datetime_start is not None,
+        trial.datetime_complete is not None,
+    )
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_batched_writes_read_back_as_optunas_own(tmp_path, request, kind):
+    url = storage_url(kind, tmp_path, request)
+    rdb = open_storage(url, heartbeat_interval=60, grace_period=120)
+    seeded = {"directions": ["minimize", "minimize"]}
+    plain = optuna.create_study(storage=rdb, study_name="plain", sampler=RandomSampler(seed=0), **seeded)
+    batched = optuna.create_study(
+        storage=BatchedStorage(rdb), study_name="batched", sampler=RandomSampler(seed=0), **seeded
+    )
+    one_of_each(plain)
+    one_of_each(batched)
+    # A fresh reader (another process would see the same) finds the same trials, field by field.
+    reader = open_storage(url, heartbeat_interval=60, grace_period=120)
+    expected = [fields(t) for t in optuna.load_study(study_name="plain", storage=reader).trials]
+    got = [fields(t) for t in optuna.load_study(study_name="batched", storage=reader).trials]
+    assert got == expected and len(got) == 4
+    # The batched study's own view equals the fresh reader's too.
+    assert [fields(t) for t in batched.trials] == got
+    # Heartbeats were recorded for the same trials.
+    with rdb.engine.connect() as connection:
+        beats = connection.exec_driver_sql(
+            "SELECT s.study_name, COUNT(*) FROM trial_heartbeats h JOIN trials t ON h.trial_id = t.trial_id "
+            "JOIN studies s ON s.study_id = t.study_id GROUP BY s.study_name"
+        ).all()
+    assert dict(beats) == {"plain": 3, "batched": 3}
+
+
+def test_a_trials_writes_land_together_before_anything_else_is_read(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    rdb = open_storage(url)
+    study = optuna.create_study(storage=BatchedStorage(rdb), study_name="s")
+    trial = study.ask()
+    for i in range(4):
+        trial.suggest_int(f"p{i}", 0, 3)
+    trial.set_user_attr("subnet_key", "k")
+    other = optuna.load_study(study_name="s", storage=open_storage(url))
+    assert other.trials[0].params == {} and "subnet_key" not in other.trials[0].user_attrs  # buffered
+    study.get_trials()  # the worker reads: its writes go first, in one transaction
+    seen = optuna.load_study(study_name="s", storage=open_storage(url)).trials[0]
+    assert len(seen.params) == 4 and seen.user_attrs["subnet_key"] == "k"
+
+
+def test_a_trial_failed_by_another_worker_is_read_whole_and_not_overwritten(tmp_path, monkeypatch):
+    monkeypatch.setattr(batched_storage, "CONFIRMED_SECONDS", 0.0)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=BatchedStorage(open_storage(url)), study_name="s")
+    trial = study.ask()
+    trial.suggest_int("p", 0, 3)
+    study.get_trials()
+    other = optuna.load_study(study_name="s", storage=open_storage(url))
+    other.tell(trial.number, state=TrialState.FAIL)  # taken for dead elsewhere
+    trial.set_user_attr("seconds", 1.0)
+    told = study.tell(trial, 1.0, skip_if_finished=True)  # skipped, as Optuna skips it
+    assert told.state == TrialState.FAIL
+    stored = optuna.load_study(study_name="s", storage=open_storage(url)).trials[0]
+    assert stored.state == TrialState.FAIL and stored.values is None
+
+
+def test_reads_are_incremental_and_see_other_workers_trials_whole(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    mine = optuna.create_study(storage=BatchedStorage(open_storage(url)), study_name="s")
+    theirs = optuna.load_study(study_name="s", storage=open_storage(url))
+    own = mine.ask()
+    own.suggest_int("p", 0, 3)
+    assert len(mine.trials) == 1
+    other = theirs.ask()
+    other.suggest_int("p", 0, 3)
+    other.set_user_attr("worker", "elsewhere")
+    assert mine.trials[1].state == TrialState.RUNNING and mine.trials[1].user_attrs == {"worker": "elsewhere"}
+    theirs.tell(other, 2.0)
+    mine.tell(own, 1.0)
+    assert [(t.state, t.values, t.params) for t in mine.trials] == [
+        (t.state, t.values, t.params) for t in optuna.load_study(study_name="s", storage=open_storage(url)).trials
+    ]
+
+
+def peeled_fronts(loss: np.ndarray) -> np.ndarray:
+    """Front numbers by peeling non-dominated sets one by one: the definition."""
+    numbers = np.full(len(loss), -1)
+    remaining, front = np.arange(len(loss)), 0
+    while remaining.size:
+        mask = pareto_mask(loss[remaining])
+        numbers[remaining[mask]] = front
+        remaining, front = remaining[~mask], front + 1
+    return numbers
+
+
+def test_front_numbers_equal_peeling_fronts_one_by_one():
+    rng = np.random.default_rng(0)
+    for case in range(300):
+        n, k = int(rng.integers(1, 200)), int(rng.choice([2, 2, 3]))
+        loss = rng.integers(0, 5, size=(n, k)).astype(float) if case % 2 else rng.random((n, k))  # ties, or none
+        if case % 5 == 0:
+            loss[rng.random(n) < 0.1, 0] = np.inf
+        if case % 7 == 0:
+            loss[rng.random(n) < 0.1, -1] = np.nan  # never dominated, as in pareto_mask
+        assert (front_numbers(loss) == peeled_fronts(loss)).all(), case
+
+
+def test_first_of_each_equals_numpy_unique():
+    rows = np.random.default_rng(1).integers(0, 3, size=(500, 6))
+    _, first = np.unique(rows, axis=0, return_index=True)
+    assert (first_of_each(rows) == np.sort(first)).all()
+
+
+@pytest.mark.parametrize("kind", ["svr", "ridge"])
+def test_fast_predictor_gives_scikit_learns_numbers_to_the_bit(kind):
+    rng = np.random.default_rng(2)
+    features, target = rng.random((40, 30)), np.log(rng.random(40) * 100 + 1)
+    predictor, _ = fit_predictor(kind, features, target, seed=0)
+    candidates = rng.random((300, 30))
+    assert np.array_equal(predictor.predict(candidates), predictor.fitted.predict(candidates))
+
+
+def test_sqlite_studies_use_the_write_ahead_log_on_local_disks_only(tmp_path, monkeypatch):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/vda / ext4 rw 0 0\nserver:/export /shared nfs4 rw 0 0\n")
+    assert filesystem_type(Path("/shared/runs/x"), str(mounts)) == "nfs4"
+    assert filesystem_type(Path("/home/x"), str(mounts)) == "ext4"
+    local = tmp_path / "local.db"
+    optuna.create_study(storage=open_storage(f"sqlite:///{local}"), study_name="s").optimize(lambda t: 1.0, 1)
+    assert sqlite3.connect(local).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    monkeypatch.setattr("nas.search.sqlite_wal.filesystem_type", lambda path: "nfs")
+    remote = tmp_path / "remote.db"
+    optuna.create_study(storage=open_storage(f"sqlite:///{remote}"), study_name="s").optimize(lambda t: 1.0, 1)
+    assert sqlite3.connect(remote).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_a_finished_search_leaves_its_study_whole_in_the_database_file(tmp_path):
+    out = tmp_path / "run"
+    run_search(compose_search([*base_overrides(tmp_path), "search=random", "search.n_trials=4"]), out)
+    wal = out / "study.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0  # checkpointed: a copy of study.db alone holds it all
+    copy = tmp_path / "copy.db"
+    copy.write_bytes((out / "study.db").read_bytes())
+    assert len(real(optuna.load_study(study_name="random-seed0", storage=f"sqlite:///{copy}"))) == 4
+
+
+def test_nsga2_redraws_taken_children_and_evaluates_the_same_sub_networks(tmp_path, monkeypatch):
+    # A space of 24 sub-networks, where NSGA-II's children soon repeat: duplicates and escapes both happen.
+    overrides = [*base_overrides(tmp_path), "search=nsga2", "search.n_trials=16", "search.duplicate_patience=20"]
+
+    def evaluated(folder: str) -> tuple[list[str], int]:
+        out = tmp_path / folder
+        run_search(compose_search([*overrides, f"paths.output_dir={out}"]), out)
+        study = load(out, "nsga2-seed0")
+        return [t.user_attrs["subnet_key"] for t in real(study)], len(study.trials)
+
+    with_redraws, trials_with = evaluated("redrawn")
+    monkeypatch.setattr(Nsga2, "redraws_taken_children", False)
+    without, trials_without = evaluated("pruned")
+    assert with_redraws == without and len(without) == 16  # the same sub-networks, in the same order
+    assert trials_with < trials_without  # without the duplicate trials (PRUNED) beside them
