@@ -58,6 +58,19 @@ def start(args: list[str], kill_at_evaluation: int | None = None, host: str | No
     )
 
 
+def wait_for_a_trial_of(url: str, worker_prefix: str, process: subprocess.Popen[str], timeout: float = 300) -> None:
+    """Until the study holds a trial of the worker named `worker_prefix...` (or that worker has exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            trials = optuna.load_study(study_name="random-seed0", storage=url).get_trials(deepcopy=False)
+        except Exception:  # the storage or the study is not created yet (the worker creates them)
+            trials = []
+        if any(t.user_attrs.get("worker", "").startswith(worker_prefix) for t in trials):
+            return
+        time.sleep(0.2)
+
+
 def storage_url(kind: str, tmp: Path, request: pytest.FixtureRequest) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp / 'shared' / 'study.db'}"
@@ -70,6 +83,9 @@ def test_three_workers_one_killed_mid_evaluation(tmp_path, request, kind):
     url = storage_url(kind, tmp_path, request)
     (tmp_path / "shared").mkdir()
     killed = start(worker_args(tmp_path, url, 0), kill_at_evaluation=2, host="another-machine")
+    # The others start once it has a trial: a search is fast enough now for two workers to finish the whole
+    # budget while a third is still loading its model, and then nobody would be killed mid-evaluation.
+    wait_for_a_trial_of(url, "another-machine:", killed)
     survivors = [start(worker_args(tmp_path, url, i)) for i in (1, 2)]
     outputs = [p.communicate(timeout=600)[0] for p in (killed, *survivors)]
     assert killed.returncode == -9, outputs[0][-3000:]

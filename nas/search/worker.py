@@ -335,7 +335,10 @@ class Worker:
         trial, sub = self.propose()
         key = sub.to_json()
         skipped, trials = self.skipped_as_taken(trial, key)
-        if skipped or self.answered_as_duplicate(trial, key, trials):
+        if skipped:
+            self._children_repeated()  # a child let through for another worker's trial is not a duplicate here
+            return True
+        if self.answered_as_duplicate(trial, key, trials):
             return True
         self.evaluate(trial, sub)
         bar.refresh()
