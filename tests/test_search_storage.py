@@ -147,9 +147,9 @@ def test_reads_are_incremental_and_see_other_workers_trials_whole(tmp_path):
     assert mine.trials[1].state == TrialState.RUNNING and mine.trials[1].user_attrs == {"worker": "elsewhere"}
     theirs.tell(other, 2.0)
     mine.tell(own, 1.0)
-    assert [(t.state, t.values, t.params) for t in mine.trials] == [
-        (t.state, t.values, t.params) for t in optuna.load_study(study_name="s", storage=open_storage(url)).trials
-    ]
+    stored = optuna.load_study(study_name="s", storage=open_storage(url)).trials
+    view = [(t.state, t.values, t.params, t.datetime_start, t.datetime_complete) for t in mine.trials]
+    assert view == [(t.state, t.values, t.params, t.datetime_start, t.datetime_complete) for t in stored]
 
 
 def peeled_fronts(loss: np.ndarray) -> np.ndarray:

@@ -32,12 +32,12 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.study import StudyDirection
-from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.search.optuna_compat import (
+    BaseHeartbeat,
+    FrozenStudy,
     TrialWrites,
     create_trial,
     load_trials,
@@ -98,7 +98,8 @@ class BatchedStorage(BaseStorage, BaseHeartbeat):
         """One trial's buffered writes (and its new state, if given) in one transaction."""
         writes = self._pending.get(trial_id, TrialWrites())
         try:
-            done = write_trial_batch(self.backend, trial_id, writes, self._distributions, state, values)
+            now = datetime.datetime.now()  # the time stored with a new state, mirrored as stored
+            done = write_trial_batch(self.backend, trial_id, writes, self._distributions, state, values, now)
         except optuna.exceptions.UpdateFinishedTrialError:
             self._pending.pop(trial_id, None)  # finished meanwhile (failed as dead): the writes can never land
             self._own.pop(trial_id, None)
@@ -108,7 +109,7 @@ class BatchedStorage(BaseStorage, BaseHeartbeat):
             self._beaten.add(trial_id)
         if trial_id in self._own:
             mirrored = _with_writes(self._own[trial_id], writes)
-            mirrored = _with_state(mirrored, state, values) if state is not None and done else mirrored
+            mirrored = _with_state(mirrored, state, values, now) if state is not None and done else mirrored
             self._own[trial_id] = mirrored
             self._confirmed[trial_id] = time.monotonic()
             for known in self._studies.values():  # the last read, as this write left the trial
@@ -311,9 +312,10 @@ def _with_writes(trial: FrozenTrial, writes: TrialWrites) -> FrozenTrial:
     return trial
 
 
-def _with_state(trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> FrozenTrial:
+def _with_state(
+    trial: FrozenTrial, state: TrialState, values: Sequence[float] | None, now: datetime.datetime
+) -> FrozenTrial:
     """`trial` as `write_trial_batch` left it in the database after a state change."""
-    now = datetime.datetime.now()
     return FrozenTrial(
         number=trial.number,
         state=state,

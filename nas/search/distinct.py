@@ -21,9 +21,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.search.encoding import SearchEncoding
 from nas.search.trials import SUBNET_ATTR, evaluated_by_key_in
+from nas.search.wrapping_sampler import WrappingSampler
 
 
-class DistinctSampler(BaseSampler):
+class DistinctSampler(WrappingSampler):
     """`base`'s joint proposals, redrawn while their sub-network is taken (at most `max_draws` times).
 
     Args:
@@ -33,17 +34,10 @@ class DistinctSampler(BaseSampler):
     """
 
     def __init__(self, base: BaseSampler, encoding: SearchEncoding, max_draws: int = 100) -> None:
-        self.base = base
-        self.encoding = encoding
+        super().__init__(base, encoding)
         self.max_draws = max_draws
         self.redrawn = 0  # children replaced because their sub-network was taken (for logs and tests)
         self.let_through = 0  # taken children let through after `max_draws` in a row
-
-    def reseed_rng(self) -> None:
-        self.base.reseed_rng()
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.base.infer_relative_search_space(study, trial)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -72,19 +66,7 @@ class DistinctSampler(BaseSampler):
         return set(evaluated_by_key_in(trials)) | running
 
     def _key(self, params: dict[str, Any]) -> str:
-        full = {name: int(params.get(name, 0)) for name in self.encoding.names}  # one-choice parameters: index 0
-        return self.encoding.decode(full).to_json()
-
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> Any:
-        return self.base.sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.base.before_trial(study, trial)
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
-        self.base.after_trial(study, trial, state, values)
+        return self.decode(params).to_json()
 
 
 def distinct_sampler(sampler: BaseSampler | None) -> DistinctSampler | None:

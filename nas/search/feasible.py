@@ -19,15 +19,16 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from nas.search.encoding import SearchEncoding
+from nas.search.wrapping_sampler import WrappingSampler
 from nas.supernet.subnetwork import SubNetwork
 
 log = logging.getLogger(__name__)
 
 
-class FeasibleSampler(BaseSampler):
+class FeasibleSampler(WrappingSampler):
     """`base`'s proposals, redrawn until `feasible(sub_network)` holds (at most `max_draws` times).
 
     Args:
@@ -49,8 +50,7 @@ class FeasibleSampler(BaseSampler):
         max_draws: int = 1000,
         redraw_relative: bool = True,
     ) -> None:
-        self.base = base
-        self.encoding = encoding
+        super().__init__(base, encoding)
         self.feasible = feasible
         self.rng = np.random.default_rng(seed)
         self.max_draws = max_draws
@@ -89,8 +89,7 @@ class FeasibleSampler(BaseSampler):
         return params
 
     def _feasible(self, params: dict[str, int]) -> bool:
-        full = {name: params.get(name, 0) for name in self.encoding.names}  # one-choice parameters: index 0
-        return self.feasible(self.encoding.decode(full))
+        return self.feasible(self.decode(params))
 
     def _complete(self, proposal: dict[str, Any], space: dict[str, BaseDistribution]) -> dict[str, int]:
         """The base's joint proposal, with the parameters it leaves to independent (uniform) sampling drawn here."""
@@ -106,15 +105,3 @@ class FeasibleSampler(BaseSampler):
             self.redrawn += 1
         log.warning("No uniformly drawn sub-network met the analytic constraints in %d tries.", self.max_draws)
         return params
-
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> Any:
-        # Only enqueued trials reach here for our parameters (their fixed values are used instead).
-        return self.base.sample_independent(study, trial, param_name, param_distribution)
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.base.before_trial(study, trial)
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
-        self.base.after_trial(study, trial, state, values)

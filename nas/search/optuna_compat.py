@@ -27,6 +27,8 @@ from optuna.distributions import (
     json_to_distribution,
 )
 from optuna.storages import BaseStorage, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat as BaseHeartbeat  # re-exported: no public home
+from optuna.study._frozen import FrozenStudy as FrozenStudy  # re-exported: `get_all_studies`'s return type
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 
@@ -215,13 +217,14 @@ def write_trial_batch(
     known_distributions: dict[str, BaseDistribution],
     state: TrialState | None = None,
     values: Sequence[float] | None = None,
+    now: datetime.datetime | None = None,
 ) -> bool:
     """A running trial's parameters, attributes, heartbeat and (optionally) new state and values in one
     transaction, with the checks Optuna's own `set_trial_param` / `set_trial_*_attr` / `set_trial_state_values`
     make (the trial still updatable; each parameter's distribution compatible with the study's). Optuna writes
     each in a transaction of its own, through its ORM, with a look-up of the trial each, and has no batch write;
     this is one statement per table. `known_distributions`: the study's distributions checked already, extended
-    here. Returns what `set_trial_state_values` returns (False: a WAITING trial was taken by another worker)."""
+    here. `now`: the start or completion time a state change records. Returns what `set_trial_state_values` returns (False: a WAITING trial was taken by another worker)."""
     from optuna.storages._rdb import models
 
     sql = _sql()
@@ -254,7 +257,7 @@ def write_trial_batch(
                 )
             if state == TrialState.RUNNING and current != TrialState.WAITING:
                 return False
-            now = datetime.datetime.now()
+            now = now or datetime.datetime.now()
             changes: dict[str, Any] = {"state": state}
             if state == TrialState.RUNNING:
                 changes["datetime_start"] = now
