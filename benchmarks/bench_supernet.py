@@ -1,10 +1,14 @@
 """Super-network benchmark: activation cost, live vs exported speed, speed-up vs FLOPs reduction.
 
-Run: `.venv/bin/python benchmarks/bench_supernet.py [--model smollm2_135m] [--rounds 7]`
+Run: `.venv/bin/python benchmarks/bench_supernet.py [--model smollm2_135m] [--rounds 9]`
 
 Every figure is a ratio of candidates timed side by side in one process, interleaved in rounds
 (A, B, C, A, B, C, ...) so that a load change hits all of them alike; medians over rounds. The
 machine's load average is printed before and after: on 2 cores one busy neighbour slows torch 5-20x.
+Freed host memory is kept for reuse as every command of the project does (`host.keep_freed_memory`,
+nas/host_memory.py); `--release-freed-memory` leaves glibc's allocator as it is, to see what that costs
+(page faults per forward are printed). In one process the two cannot alternate: once the heap has grown,
+releasing settings leave it grown.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from nas import SubNetwork, export_sub_network, load_model
+from nas.host_memory import keep_freed_memory, page_faults
 from nas.supernet.metrics import flops_per_token
 
 
@@ -30,8 +35,10 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each candidate, timed in interleaved rounds."""
+def interleaved_samples(
+    candidates: dict[str, Callable[[], object]], rounds: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds per call of each candidate in each of `rounds` interleaved rounds."""
     for _ in range(warmup):
         for fn in candidates.values():
             fn()
@@ -39,7 +46,20 @@ def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int
     for _ in range(rounds):
         for name, fn in candidates.items():
             samples[name].append(timed(fn))
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
+
+
+def interleaved_medians(candidates: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each candidate, timed in interleaved rounds."""
+    return {name: statistics.median(v) for name, v in interleaved_samples(candidates, rounds, warmup).items()}
+
+
+def faults_per_call(fn: Callable[[], object], calls: int = 2) -> float:
+    """Minor page faults (pages the kernel maps in and zeroes on first touch) per call of `fn`."""
+    before = page_faults()
+    for _ in range(calls):
+        fn()
+    return (page_faults() - before) / calls
 
 
 def allocated_bytes(fn: Callable[[], object]) -> int:
@@ -77,8 +97,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument(
+        "--release-freed-memory",
+        action="store_true",
+        help="leave glibc's malloc as it is (hands freed memory back to the OS) instead of keeping it",
+    )
     args = parser.parse_args()
+    kept = not args.release_freed_memory and keep_freed_memory(True)
+    print(f"freed host memory kept for reuse: {kept}")
 
     torch.set_num_threads(args.threads)
     print(f"load average before: {os.getloadavg()}; torch threads: {torch.get_num_threads()}")
@@ -140,17 +167,24 @@ def main() -> None:
                 f"   {name:<34} live {t['live']:.3f} s  exported {t['exported']:.3f} s  ratio {t['exported'] / t['live']:.3f}"
             )
 
-        # 3. Exported speed-up over the full model divided by the analytic FLOPs reduction.
-        print("\n3. exported speed-up / FLOPs reduction (LM head included in FLOPs)")
+        # 3. Exported speed-up over the full model divided by the analytic FLOPs reduction, per round.
+        print(
+            f"\n3. exported speed-up / FLOPs reduction (LM head and attention scores in FLOPs), {args.rounds} "
+            "interleaved rounds: median [min, max] of the per-round ratios; page faults per forward"
+        )
         sizes = [name for name in subs if "layers" in name and "hetero" not in name]
-        t = interleaved_medians({name: forward(exported[name]) for name in ["full", *sizes]}, args.rounds)
+        t = interleaved_samples({name: forward(exported[name]) for name in ["full", *sizes]}, args.rounds)
         full_flops = flops_per_token(shape, full, args.seq_len)
-        for name in sizes:
-            speedup = t["full"] / t[name]
-            reduction = full_flops / flops_per_token(shape, subs[name], args.seq_len)
+        for name in ["full", *sizes]:
+            reduction = full_flops / flops_per_token(shape, {"full": full, **subs}[name], args.seq_len)
+            ratios = [f / s / reduction for f, s in zip(t["full"], t[name])]
+            speedup = statistics.median(t["full"]) / statistics.median(t[name])
             print(
-                f"   {name:<34} speed-up {speedup:.2f}x  FLOPs reduction {reduction:.2f}x  ratio {speedup / reduction:.3f}"
+                f"   {name:<34} speed-up {speedup:.2f}x  FLOPs reduction {reduction:.2f}x  ratio "
+                f"{statistics.median(ratios):.3f} [{min(ratios):.3f}, {max(ratios):.3f}]  "
+                f"faults {faults_per_call(forward(exported[name])):,.0f}"
             )
+
     print(f"\nload average after: {os.getloadavg()}")
 
 

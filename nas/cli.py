@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from nas.errors import OutputWriteError, nas_error_behind
+from nas.host_memory import apply_host_settings
 from nas.io.atomic import disk_full
 from nas.io.locations import config_dir
 
@@ -68,6 +69,7 @@ def hydra_main(config_name: str, job: str, entry_module: str) -> Callable[[], No
     def task(cfg: DictConfig) -> None:
         module, _, function = job.partition(":")
         with exit_on_nas_error():
+            apply_host_settings(cfg)
             getattr(importlib.import_module(module), function)(cfg, HydraConfig.get().runtime.output_dir)
 
     task.__module__ = entry_module

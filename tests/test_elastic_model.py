@@ -146,3 +146,29 @@ def test_unsupported_architecture_gets_a_clear_error():
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32))
     with pytest.raises(UnsupportedModelError, match="GPT2LMHeadModel is not supported.*LlamaForCausalLM"):
         make_elastic(gpt2)
+
+
+def test_switching_straight_between_sub_networks_equals_a_fresh_model(tiny_inputs):
+    """A switch reuses the targets and plans it worked out before; nothing of the previous one lingers."""
+    wide = SubNetwork((0, 2, 3), (128, 32, 96), (4, 2, 4), 64)
+    used, _ = load_model("tiny_llama")
+    fresh, _ = load_model("tiny_llama")
+    with torch.no_grad():
+        for sub in (HETERO, wide, HETERO, SubNetwork.full(used.shape), wide):
+            used.set_sub_network(sub)  # no reset in between
+            with fresh.sub_network(sub):
+                expected = fresh(**tiny_inputs).logits
+            fresh.reset_super_network()
+            assert torch.equal(used(**tiny_inputs).logits, expected)
+
+
+def test_switching_reaches_the_layers_through_wrappers(tiny_inputs):
+    """FSDP units and activation checkpointing wrap each decoder layer; a switch still slices inside them."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    wrapped, _ = load_model("tiny_llama")
+    plain, _ = load_model("tiny_llama")
+    for i in range(len(wrapped.model.layers)):
+        wrapped.model.layers[i] = checkpoint_wrapper(wrapped.model.layers[i])
+    with torch.no_grad(), wrapped.sub_network(HETERO), plain.sub_network(HETERO):
+        assert torch.equal(wrapped(**tiny_inputs).logits, plain(**tiny_inputs).logits)

@@ -37,6 +37,28 @@ def test_sliced_adapters_equal_the_merged_weights():
         torch.testing.assert_close(model(ids).logits, unmerged_full, atol=1e-5, rtol=1e-5)
 
 
+def test_adapters_added_after_a_switch_are_sliced_too():
+    """The switch's resolved modules are rebuilt when PEFT wraps the projections (and when merging unwraps)."""
+    switched, tokenizer = load_model("tiny_llama", tie_word_embeddings=False, seed=2)
+    with switched.sub_network(SUB):  # resolves the unwrapped projections
+        pass
+    apply_lora(switched, r=4, alpha=8)
+    reference, _ = lora_model()
+    with torch.no_grad():
+        for name, param in switched.named_parameters():  # the same adapter weights
+            param.copy_(reference.get_parameter(name))
+    ids = tokenizer(["LoRA slices too"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        with reference.sub_network(SUB):
+            expected = reference(ids).logits
+        with switched.sub_network(SUB):
+            assert torch.equal(switched(ids).logits, expected)
+        assert switched.model.layers[1].mlp.up_proj.lora_B["default"].active_out_features is None  # reset too
+        merge_lora(switched)
+        with switched.sub_network(SUB):
+            torch.testing.assert_close(switched(ids).logits, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_only_active_adapter_slices_train():
     model, tokenizer = lora_model()
     ids = tokenizer(["gradients"], return_tensors="pt").input_ids

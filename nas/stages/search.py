@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nas.errors import NASError, SearchConfigError
+from nas.host_memory import apply_host_settings
 from nas.io.atomic import disk_full
 from nas.io.secrets import redact_url
 from nas.search.context import SearchContext, prepare
@@ -69,6 +70,7 @@ def _worker_process(cfg_yaml: str, output_dir: str, worker_index: int, ready: An
     """Entry of an extra worker process (spawned): the same job, without the reference and outputs."""
     logging.basicConfig(level=logging.INFO, format=f"[worker {worker_index}] %(levelname)s %(name)s: %(message)s")
     cfg = cast(DictConfig, OmegaConf.create(cfg_yaml))
+    apply_host_settings(cfg)  # a spawned process starts afresh
     _set_threads(cfg)
     ctx = prepare(cfg, Path(output_dir), worker_index)
     ready.set()

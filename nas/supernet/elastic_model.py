@@ -22,9 +22,7 @@ from nas.errors import UnsupportedModelError
 from nas.io.atomic import write_text
 from nas.supernet.elastic_modules import ElasticEmbedding, ElasticLayerList, ElasticLinear, ElasticRMSNorm
 from nas.supernet.subnetwork import ATTENTION_LINEARS, MLP_LINEARS, ModelShape, SubNetwork
-
-_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
-_MLP = ("gate_proj", "up_proj", "down_proj")
+from nas.supernet.switch import ATTENTION_PROJECTIONS, MLP_PROJECTIONS, SwitchTargets
 
 
 class ElasticCausalLM:
@@ -54,45 +52,33 @@ class ElasticCausalLM:
 
     def set_sub_network(self, sub: SubNetwork) -> None:
         """Run `sub` from now on: slices of the shared weights, dropped layers skipped."""
-        shape = self._nas_shape
-        sub.validate(shape)
-        if sub.is_full(shape):
+        targets = self._switch_targets()
+        plan = targets.plan(sub, self._nas_shape)
+        if plan.is_full:
             self.reset_super_network()
             return
-        hidden = _active(sub.hidden_size, shape.hidden_size)
-        layers = self.model.layers
-        for module in layers:
-            module.self_attn.layer_idx = module.self_attn.nas_layer_index  # restored below for kept ones
-        for position, (index, width, heads) in enumerate(zip(sub.layers, sub.mlp_sizes, sub.num_heads)):
-            layer = layers[index]
-            attn, mlp = layer.self_attn, layer.mlp
-            kv_width = heads // shape.group_size * shape.head_dim
-            _set_out(attn.q_proj, _active(heads * shape.head_dim, shape.num_heads * shape.head_dim))
-            _set_out(attn.k_proj, _active(kv_width, shape.num_kv_heads * shape.head_dim))
-            _set_out(attn.v_proj, _active(kv_width, shape.num_kv_heads * shape.head_dim))
-            _set_out(attn.o_proj, hidden)
-            _set_out(mlp.gate_proj, _active(width, shape.intermediate_size))
-            _set_out(mlp.up_proj, _active(width, shape.intermediate_size))
-            _set_out(mlp.down_proj, hidden)
-            # The KV cache is indexed by execution position, so generation works with any kept layers.
-            attn.layer_idx = position
-        self.model.embed_tokens.active_embedding_dim = hidden
-        layers.set_active(sub.layers)
-        self._set_layer_types(sub.layers)
+        targets.apply(plan)
+        self.model.embed_tokens.active_embedding_dim = plan.hidden
+        self.model.layers.set_active(plan.layers, targets.active_list(plan.layers))
+        self._set_layer_types(plan.layers)
         self._nas_active = sub
 
     def reset_super_network(self) -> None:
         """Run the whole super-network again."""
-        for layer in self.model.layers:
-            for name in _ATTENTION:
-                _set_out(getattr(layer.self_attn, name), None)
-            for name in _MLP:
-                _set_out(getattr(layer.mlp, name), None)
-            layer.self_attn.layer_idx = layer.self_attn.nas_layer_index
+        self._switch_targets().reset()
         self.model.embed_tokens.active_embedding_dim = None
         self.model.layers.set_active(None)
         self._set_layer_types(None)
         self._nas_active = None
+
+    def _switch_targets(self) -> SwitchTargets:
+        """The modules a switch writes to, resolved again only when the module tree changed (LoRA)."""
+        layers = self.model.layers
+        targets: SwitchTargets | None = self.__dict__.get("_nas_switch")
+        if targets is None or not targets.still_valid(layers):
+            targets = SwitchTargets(layers)
+            object.__setattr__(self, "_nas_switch", targets)  # a cache, not a submodule
+        return targets
 
     def _set_layer_types(self, kept: tuple[int, ...] | None) -> None:
         """Order `config.layer_types` as the kept layers run.
@@ -108,7 +94,8 @@ class ElasticCausalLM:
         if kept is None:
             self.config.layer_types = list(types)
             return
-        dropped = [i for i in range(len(types)) if i not in set(kept)]
+        kept_set = set(kept)
+        dropped = [i for i in range(len(types)) if i not in kept_set]
         self.config.layer_types = [types[i] for i in (*kept, *dropped)]
 
     @contextmanager
@@ -135,19 +122,6 @@ class ElasticCausalLM:
         if self._nas_layer_types is not None:
             config["layer_types"] = list(self._nas_layer_types)  # not the active sub-network's order
         write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", config_path)
-
-
-def _set_out(module: nn.Module, width: int | None) -> None:
-    """Set an elastic linear's active output width, through a LoRA wrapper (and its B adapters) if any."""
-    base = getattr(module, "base_layer", module)
-    base.active_out_features = width
-    for adapter in getattr(module, "lora_B", {}).values():
-        adapter.active_out_features = width
-
-
-def _active(width: int, full: int) -> int | None:
-    """`None` (the unsliced fast path) when a width is the full one."""
-    return None if width == full else width
 
 
 class ElasticLlamaForCausalLM(ElasticCausalLM, LlamaForCausalLM):  # type: ignore[misc]
@@ -207,9 +181,9 @@ def make_elastic(model: PreTrainedModel) -> PreTrainedModel:
         raise _unsupported(type(model).__name__)
     inner = model.model
     for index, layer in enumerate(inner.layers):
-        for name in _ATTENTION:
+        for name in ATTENTION_PROJECTIONS:
             _swap_class(getattr(layer.self_attn, name), ElasticLinear)
-        for name in _MLP:
+        for name in MLP_PROJECTIONS:
             _swap_class(getattr(layer.mlp, name), ElasticLinear)
         _swap_class(layer.input_layernorm, ElasticRMSNorm)
         _swap_class(layer.post_attention_layernorm, ElasticRMSNorm)
