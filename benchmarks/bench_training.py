@@ -4,7 +4,10 @@ Run: `.venv/bin/python benchmarks/bench_training.py [--model smollm2_135m] [--ro
 
 Candidates are timed side by side in one process, interleaved in rounds (A, B, C, A, B, C, ...);
 medians over rounds; the load average is printed before and after (on 2 cores one busy neighbour
-slows torch 5-20x, so only trust a run on an idle machine).
+slows torch 5-20x, so only trust a run on an idle machine). Freed host memory is kept for reuse, as every
+command of the project does (`host.keep_freed_memory`); `--release-freed-memory` leaves glibc's malloc as
+it is: a training step then faults in about 1 GiB of fresh pages (printed per step), more in Lightning's
+loop than in the plain one, which was most of the gap between the two.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from nas import SearchSpace, load_model
+from nas.host_memory import keep_freed_memory, page_faults
 from nas.training.module import SuperNetModule
 from nas.training.samplers import UniformSampler
 from nas.training.strategies import AlternatingStrategy, SandwichStrategy, StandardStrategy, Strategy
@@ -115,7 +119,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--skip-strategies", action="store_true", help="only section 2 (the loops)")
+    parser.add_argument(
+        "--release-freed-memory",
+        action="store_true",
+        help="leave glibc's malloc as it is (hands freed memory back to the OS) instead of keeping it",
+    )
     args = parser.parse_args()
+    kept = not args.release_freed_memory and keep_freed_memory(True)
+    print(f"freed host memory kept for reuse: {kept}")
 
     torch.set_num_threads(args.threads)
     print(f"load average before: {os.getloadavg()}; torch threads: {torch.get_num_threads()}")
@@ -130,6 +142,32 @@ def main() -> None:
     tokens = ids.numel()
 
     # 1. Strategies: seconds per optimizer step; alternating over a whole cycle (full step + sub-network step).
+    if not args.skip_strategies:
+        strategies(model, batch, sampler, args)
+
+    # 2. Our Lightning loop vs a plain PyTorch loop on the same model and batch.
+    steps = 3
+    lightning, plain = lightning_steps(model, batch, sampler, steps), plain_steps(model, batch, steps)
+    times: dict[str, list[float]] = {"lightning": [], "plain": []}
+    faults: dict[str, list[float]] = {"lightning": [], "plain": []}
+    for _ in range(args.rounds):
+        for name, run in (("lightning", lightning), ("plain", plain)):
+            before = page_faults()
+            times[name].append(run())
+            faults[name].append((page_faults() - before) / (steps + 1))
+    ours, theirs = statistics.median(times["lightning"]), statistics.median(times["plain"])
+    ratios = [p / lt for lt, p in zip(times["lightning"], times["plain"])]
+    print(
+        f"\n2. tokens/s ({steps} timed steps per round, {args.rounds} rounds): Lightning loop {tokens / ours:.0f}, "
+        f"plain PyTorch loop {tokens / theirs:.0f}, ratio {theirs / ours:.3f} (per round [{min(ratios):.3f}, "
+        f"{max(ratios):.3f}]); page faults per step (the first included: Lightning's optimizer state is new each "
+        f"round) {statistics.median(faults['lightning']):,.0f} vs {statistics.median(faults['plain']):,.0f}"
+    )
+    print(f"\nload average after: {os.getloadavg()}")
+
+
+def strategies(model, batch, sampler, args) -> None:
+    """Section 1: seconds per optimizer step of each strategy, interleaved rounds."""
     candidates = {
         "standard": strategy_steps(model, batch, sampler, StandardStrategy(), 2),
         "alternating": strategy_steps(model, batch, sampler, AlternatingStrategy(), 2),
@@ -149,20 +187,6 @@ def main() -> None:
     )
     for name, seconds in per_step.items():
         print(f"   {name:<14} {seconds:7.3f} s   ratio to standard {seconds / per_step['standard']:.3f}")
-
-    # 2. Our Lightning loop vs a plain PyTorch loop on the same model and batch.
-    steps = 3
-    lightning, plain = lightning_steps(model, batch, sampler, steps), plain_steps(model, batch, steps)
-    lightning_times, plain_times = [], []
-    for _ in range(args.rounds):
-        lightning_times.append(lightning())
-        plain_times.append(plain())
-    ours, theirs = statistics.median(lightning_times), statistics.median(plain_times)
-    print(
-        f"\n2. tokens/s: Lightning loop {tokens / ours:.0f}, plain PyTorch loop {tokens / theirs:.0f}, "
-        f"ratio {theirs / ours:.3f}"
-    )
-    print(f"\nload average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":
