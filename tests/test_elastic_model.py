@@ -168,7 +168,13 @@ def test_switching_reaches_the_layers_through_wrappers(tiny_inputs):
 
     wrapped, _ = load_model("tiny_llama")
     plain, _ = load_model("tiny_llama")
+    with wrapped.sub_network(HETERO):  # worked out before the wrapping, as when a strategy wraps at setup
+        pass
     for i in range(len(wrapped.model.layers)):
         wrapped.model.layers[i] = checkpoint_wrapper(wrapped.model.layers[i])
+    calls: list[int] = []
+    for k, layer in enumerate(wrapped.model.layers):
+        layer.register_forward_hook(lambda m, i, o, k=k: calls.append(k))  # on the wrappers
     with torch.no_grad(), wrapped.sub_network(HETERO), plain.sub_network(HETERO):
         assert torch.equal(wrapped(**tiny_inputs).logits, plain(**tiny_inputs).logits)
+    assert calls == [1, 3]  # the kept layers ran through their wrappers

@@ -121,6 +121,7 @@ def _signature(layers: nn.ModuleList) -> tuple[Any, ...]:
     """Every module a switch writes to, read straight from `_modules` (no `__getattr__`): cheap to compare."""
     parts: list[Any] = []
     for layer in layers._modules.values():
+        parts.append(layer)  # a wrapped layer (FSDP, checkpointing) must run as wrapped: the active list changes
         for parent_name, names in (("self_attn", ATTENTION_PROJECTIONS), ("mlp", MLP_PROJECTIONS)):
             parent = _child(layer, parent_name)
             parts.append(parent)
