@@ -7,7 +7,15 @@ import pytest
 
 from nas.errors import SearchConfigError
 from nas.search.encoding import SearchEncoding
-from nas.search.evolution import Operators, crowding_distance, evolve, non_dominated_ranks, offspring
+from nas.search.evolution import (
+    Operators,
+    _polynomial_mutation,
+    _sbx,
+    crowding_distance,
+    evolve,
+    non_dominated_ranks,
+    offspring,
+)
 from nas.search.objectives import parse_objectives
 from nas.search.pareto import hypervolume, hypervolume_history, loss_bounds, losses, pareto_mask
 from nas.search.predictors import fit_predictor
@@ -138,6 +146,56 @@ def test_offspring_stay_in_bounds_and_evolve_finds_the_front():
     # On the true front the last three indices are all zero.
     assert (best[:, 3:] == 0).all()
     assert len(np.unique(archive, axis=0)) == len(archive)
+
+
+def _textbook_variation(a, b, upper, ops, rng):
+    """SBX then polynomial mutation as Deb's reference code states them: every formula on the whole matrix."""
+    u = rng.random(a.shape)
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    diff = np.maximum(high - low, 1e-12)
+    beta = 1.0 + 2.0 * np.minimum(low, upper - high) / diff
+    alpha = 2.0 - beta ** -(ops.crossover_eta + 1.0)
+    with np.errstate(all="ignore"):
+        betaq = np.where(
+            u <= 1.0 / alpha,
+            (u * alpha) ** (1.0 / (ops.crossover_eta + 1.0)),
+            (1.0 / np.maximum(2.0 - u * alpha, 1e-12)) ** (1.0 / (ops.crossover_eta + 1.0)),
+        )
+    side = rng.random(a.shape) < 0.5
+    child = 0.5 * ((low + high) + np.where(side, -1.0, 1.0) * betaq * (high - low))
+    swap = (rng.random(a.shape) < 0.5) & (high - low > 1e-12)
+    child = np.where(swap, child, np.where(rng.random(a.shape) < 0.5, a, b))
+    x = np.where((rng.random(len(a)) < ops.crossover_prob)[:, None], child, a)
+    span = np.maximum(upper, 1e-12)
+    delta1, delta2 = x / span, (upper - x) / span
+    u = rng.random(x.shape)
+    power = 1.0 / (ops.mutation_eta + 1.0)
+    low_side = u < 0.5
+    xy = np.where(low_side, 1.0 - delta1, 1.0 - delta2)
+    val = np.where(
+        low_side,
+        2.0 * u + (1.0 - 2.0 * u) * xy ** (ops.mutation_eta + 1.0),
+        2.0 * (1.0 - u) + 2.0 * (u - 0.5) * xy ** (ops.mutation_eta + 1.0),
+    )
+    deltaq = np.where(low_side, val**power - 1.0, 1.0 - val**power)
+    mutate = (rng.random(x.shape) < ops.mutation_prob) & (upper > 0)
+    return np.where(mutate, x + deltaq * span, x)
+
+
+@pytest.mark.parametrize("ops", [Operators(), Operators(crossover_prob=0.5, mutation_prob=0.5)])
+def test_variation_on_the_drawn_variables_only_equals_the_textbook_formulas(ops):
+    """LINAS's rounds compute SBX and mutation only where they apply; the children are the same to the last
+    bit (and the generator is left in the same state), so a seeded search is unchanged."""
+    for seed in range(40):
+        data = np.random.default_rng(seed)
+        n, d = data.integers(1, 300), data.integers(1, 70)
+        upper = data.integers(0, 6, size=d)
+        a = np.floor(data.random((n, d)) * (upper + 1))
+        b = np.floor(data.random((n, d)) * (upper + 1))
+        ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+        children = _polynomial_mutation(_sbx(a, b, upper, ops, ours), upper, ops, ours)
+        assert np.array_equal(children, _textbook_variation(a, b, upper, ops, theirs))
+        assert ours.random() == theirs.random()
 
 
 def test_predictor_fits_and_reports_quality():

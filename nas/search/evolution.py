@@ -80,29 +80,40 @@ class Operators:
 
 
 def _sbx(a: np.ndarray, b: np.ndarray, upper: np.ndarray, ops: Operators, rng: np.random.Generator) -> np.ndarray:
-    """One child per pair by simulated binary crossover (bounded form), per variable with prob 0.5."""
+    """One child per pair by simulated binary crossover (bounded form), per variable with prob 0.5.
+
+    Every random number is drawn for the whole matrix, in Deb's order; the arithmetic runs only on the
+    variables that take the blend (crossed pair, differing parents, drawn to cross): often under half of them.
+    """
     u = rng.random(a.shape)
     low, high = np.minimum(a, b), np.maximum(a, b)
+    side = rng.random(a.shape) < 0.5
+    swap = (rng.random(a.shape) < 0.5) & (high - low > 1e-12)
+    child = np.where(rng.random(a.shape) < 0.5, a, b)
+    crossed = rng.random(len(a)) < ops.crossover_prob
+    blend = swap & crossed[:, None]
+    u, low, high, side = u[blend], low[blend], high[blend], side[blend]
+    top = np.broadcast_to(upper, a.shape)[blend]
     diff = np.maximum(high - low, 1e-12)
-    beta = 1.0 + 2.0 * np.minimum(low, upper - high) / diff
+    beta = 1.0 + 2.0 * np.minimum(low, top - high) / diff
     alpha = 2.0 - beta ** -(ops.crossover_eta + 1.0)
     betaq = np.where(
         u <= 1.0 / alpha,
         (u * alpha) ** (1.0 / (ops.crossover_eta + 1.0)),
         (1.0 / np.maximum(2.0 - u * alpha, 1e-12)) ** (1.0 / (ops.crossover_eta + 1.0)),
     )
-    side = rng.random(a.shape) < 0.5
-    child = 0.5 * ((low + high) + np.where(side, -1.0, 1.0) * betaq * (high - low))
-    swap = (rng.random(a.shape) < 0.5) & (high - low > 1e-12)
-    child = np.where(swap, child, np.where(rng.random(a.shape) < 0.5, a, b))
-    crossed = rng.random(len(a)) < ops.crossover_prob
+    child[blend] = 0.5 * ((low + high) + np.where(side, -1.0, 1.0) * betaq * (high - low))
     return np.where(crossed[:, None], child, a)
 
 
 def _polynomial_mutation(x: np.ndarray, upper: np.ndarray, ops: Operators, rng: np.random.Generator) -> np.ndarray:
-    span = np.maximum(upper, 1e-12)
-    delta1, delta2 = x / span, (upper - x) / span
+    """Deb's polynomial mutation; the arithmetic only on the variables drawn to mutate (2% by default)."""
     u = rng.random(x.shape)
+    mutate = (rng.random(x.shape) < ops.mutation_prob) & (upper > 0)
+    top = np.broadcast_to(upper, x.shape)[mutate]
+    value, u = x[mutate], u[mutate]
+    span = np.maximum(top, 1e-12)
+    delta1, delta2 = value / span, (top - value) / span
     power = 1.0 / (ops.mutation_eta + 1.0)
     low_side = u < 0.5
     xy = np.where(low_side, 1.0 - delta1, 1.0 - delta2)
@@ -112,8 +123,9 @@ def _polynomial_mutation(x: np.ndarray, upper: np.ndarray, ops: Operators, rng: 
         2.0 * (1.0 - u) + 2.0 * (u - 0.5) * xy ** (ops.mutation_eta + 1.0),
     )
     deltaq = np.where(low_side, val**power - 1.0, 1.0 - val**power)
-    mutate = (rng.random(x.shape) < ops.mutation_prob) & (upper > 0)
-    return np.where(mutate, x + deltaq * span, x)
+    mutated = x.copy()
+    mutated[mutate] = value + deltaq * span
+    return mutated
 
 
 def offspring(
@@ -134,13 +146,20 @@ def offspring(
     return np.clip(np.rint(child), 0, upper).astype(np.int64)
 
 
+def row_keys(rows: np.ndarray) -> list[bytes]:
+    """Each row's bytes, as a hashable key, in one call (`row.tobytes()` per row costs ten times more)."""
+    rows = np.ascontiguousarray(rows)
+    if rows.ndim != 2 or rows.shape[1] == 0:
+        return [row.tobytes() for row in rows]
+    return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel().tolist()
+
+
 def first_of_each(rows: np.ndarray) -> np.ndarray:
     """Ascending indices of the first occurrence of each distinct row (`np.unique(rows, axis=0,
     return_index=True)`, sorted; a dictionary of the rows' bytes is ten times faster for a few hundred rows)."""
-    rows = np.ascontiguousarray(rows)
     first: dict[bytes, int] = {}
-    for i, row in enumerate(rows):
-        first.setdefault(row.tobytes(), i)
+    for i, key in enumerate(row_keys(rows)):
+        first.setdefault(key, i)
     return np.fromiter(first.values(), dtype=np.int64, count=len(first))
 
 
@@ -160,12 +179,11 @@ def evolve(
     archive_loss: list[np.ndarray] = []
 
     def remember(rows: np.ndarray, rows_loss: np.ndarray) -> None:
-        for row, row_loss in zip(rows, rows_loss):
-            key = row.tobytes()
+        for i, key in enumerate(row_keys(rows)):
             if key not in seen:
                 seen[key] = len(archive)
-                archive.append(row)
-                archive_loss.append(row_loss)
+                archive.append(rows[i])
+                archive_loss.append(rows_loss[i])
 
     remember(population, loss)
     for _ in range(generations):

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial
 from nas.search.constraints import CONSTRAINT_VALUES_ATTR, Constraint
 from nas.search.encoded_rows import EncodedRows
 from nas.search.encoding import SearchEncoding
-from nas.search.evolution import Operators, evolve, first_of_each, select_survivors
+from nas.search.evolution import Operators, evolve, row_keys, select_survivors
 from nas.search.objectives import Objective
 from nas.search.optuna_compat import set_frozen_trial_user_attr
 from nas.search.pareto import loss_bounds, losses
@@ -216,7 +216,7 @@ class LinasSampler(BaseSampler):
         initial = np.vstack([best, extra]) if len(extra) else best
         archive, archive_loss = evolve(initial, loss_of, upper, self.generations, self.operators, self.rng)
         record["candidates_scored"] = len(archive)
-        canonical, pool = self._unevaluated(archive, {tuple(row) for row in start_rows.tolist()})
+        canonical, pool = self._unevaluated(archive, start_rows)
         if len(pool) == 0:
             log.warning("LINAS round %d: the predictors' search found no sub-network not evaluated yet.", round_number)
             return []
@@ -326,14 +326,17 @@ class LinasSampler(BaseSampler):
             out[q.name], _ = fit_predictor(self.predictor, features[ok], target[ok], seed=round_number)
         return out
 
-    def _unevaluated(self, archive: np.ndarray, evaluated: set[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray]:
+    def _unevaluated(self, archive: np.ndarray, evaluated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The archive's rows in canonical form, and the indices of the first row of each distinct sub-network
-        that was not evaluated yet."""
-        canonical = self.rows.canonical(archive)
-        fresh = np.array([tuple(row) not in evaluated for row in canonical.tolist()])
-        distinct = np.zeros(len(canonical), dtype=bool)
-        distinct[first_of_each(canonical)] = True
-        return canonical, np.flatnonzero(fresh & distinct)
+        that was not evaluated yet (`evaluated`: canonical index rows)."""
+        canonical = self.rows.canonical(archive).astype(np.int64, copy=False)
+        # Rows compared by their bytes: a list of 10,000 rows of Python ints cost more than the rest of this.
+        done = set(row_keys(evaluated.astype(np.int64)))
+        first: dict[bytes, int] = {}
+        for i, key in enumerate(row_keys(canonical)):
+            if key not in done:
+                first.setdefault(key, i)
+        return canonical, np.fromiter(first.values(), dtype=np.int64, count=len(first))
 
     @staticmethod
     def _log(record: dict[str, Any]) -> None:

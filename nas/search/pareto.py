@@ -77,12 +77,13 @@ def _front_numbers_2d(loss: np.ndarray) -> np.ndarray:
     """Two columns: rows in (first, second) order; each earlier row that is not identical dominates a row
     exactly when its second loss is no greater, and the fronts' smallest second losses never decrease."""
     order = np.lexsort((loss[:, 1], loss[:, 0]))
-    numbers = np.empty(len(loss), dtype=np.int64)
+    # Python floats in sorted order: indexing a numpy row element by element costs more than the sweep itself.
+    rows = loss[order].tolist()
+    fronts = [0] * len(rows)
     smallest: list[float] = []  # per front, its smallest second loss
-    previous: tuple[float, float] | None = None
+    previous: list[float] | None = None
     front = 0
-    for i in order.tolist():
-        row = (loss[i, 0], loss[i, 1])
+    for position, row in enumerate(rows):
         if row != previous:  # identical rows share their front (neither dominates the other)
             front = bisect.bisect_right(smallest, row[1])
             if front == len(smallest):
@@ -90,7 +91,9 @@ def _front_numbers_2d(loss: np.ndarray) -> np.ndarray:
             else:
                 smallest[front] = row[1]
             previous = row
-        numbers[i] = front
+        fronts[position] = front
+    numbers = np.empty(len(loss), dtype=np.int64)
+    numbers[order] = fronts
     return numbers
 
 
