@@ -198,6 +198,20 @@ def test_variation_on_the_drawn_variables_only_equals_the_textbook_formulas(ops)
         assert ours.random() == theirs.random()
 
 
+@pytest.mark.parametrize("kind", ["svr", "ridge"])
+def test_predictor_quality_is_scikit_learns_cross_validation(kind):
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    from nas.search.predictors import PredictorQuality, make_predictor
+
+    data = np.random.default_rng(3)
+    x = data.random((37, 10))
+    y = x @ data.random(10) + 0.05 * data.standard_normal(37)
+    _, quality = fit_predictor(kind, x, y, seed=7)
+    predicted = cross_val_predict(make_predictor(kind), x, y, cv=KFold(5, shuffle=True, random_state=7))
+    assert quality == PredictorQuality.of(y, predicted)
+
+
 def test_predictor_fits_and_reports_quality():
     space = llama_nas_space()
     encoding = SearchEncoding(space)

@@ -96,18 +96,19 @@ class EncodedRows:
         q = self._per_layer(rows, "heads") * s.head_dim
         kv = self._per_layer(rows, "heads") // s.group_size * s.head_dim
         m = self._per_layer(rows, "mlp")
-        outputs = {  # rows (outputs) of each decoder linear, and its inputs
-            "self_attn.q_proj": (q, d),
-            "self_attn.k_proj": (kv, d),
-            "self_attn.v_proj": (kv, d),
-            "self_attn.o_proj": (np.broadcast_to(d, q.shape), q),
-            "mlp.gate_proj": (m, d),
-            "mlp.up_proj": (m, d),
-            "mlp.down_proj": (np.broadcast_to(d, m.shape), m),
+        outputs = {  # rows (outputs) of each decoder linear
+            "self_attn.q_proj": q,
+            "self_attn.k_proj": kv,
+            "self_attn.v_proj": kv,
+            "self_attn.o_proj": d,
+            "mlp.gate_proj": m,
+            "mlp.up_proj": m,
+            "mlp.down_proj": d,
         }
-        linear = sum(np.where(kept, o * i, 0).sum(axis=1) for o, i in outputs.values())
-        out_rows = sum(np.where(kept, np.broadcast_to(o, kept.shape), 0).sum(axis=1) for o, _ in outputs.values())
-        bias = sum(np.where(kept, np.broadcast_to(outputs[n][0], kept.shape), 0).sum(axis=1) for n in s.biased_linears)
+        # Per layer, in integers (exact): q, k, v, gate and up read d inputs, o reads q and down reads m.
+        linear = np.where(kept, d * (2 * q + 2 * kv + 3 * m), 0).sum(axis=1)
+        out_rows = np.where(kept, q + 2 * kv + 2 * m + 2 * d, 0).sum(axis=1)
+        bias = sum(np.where(kept, outputs[n], 0).sum(axis=1) for n in s.biased_linears)
         hidden = d[:, 0]
         other = bias + 2 * hidden * kept.sum(axis=1) + hidden
         embedding = s.vocab_size * hidden

@@ -189,13 +189,15 @@ class LinasSampler(BaseSampler):
     ) -> list[tuple[dict[str, int], dict[str, float], int]]:
         all_trials = study.get_trials(deepcopy=False)
         round_number = 1 + max((int(t.user_attrs.get(ROUND_ATTR, 0)) for t in all_trials), default=0)
-        subs = [self.encoding.decode(t.params) for t in real]
+        # The evaluated sub-networks as index rows: decoding each into a checked SubNetwork cost 0.6 ms per trial.
+        names = self.encoding.names
+        raw = np.array([[int(t.params[name]) for name in names] for t in real], dtype=np.int64)
         values = np.array([t.values for t in real], dtype=np.float64)
-        features = self.encoding.features(subs)  # a few hundred at most: the per-sub-network path
+        features = self.rows.features(raw)
         predictors, quality = self._fit_predictors(real, features, values, round_number)
         predictors |= self._fit_constraint_predictors(real, features, round_number)
         record: dict[str, Any] = {"round": round_number, "n_train": len(real), "objectives": quality}
-        start_rows = self.encoding.index_matrix(subs)  # canonical indices of what was evaluated
+        start_rows = self.rows.canonical(raw)  # canonical indices of what was evaluated
         scale = _Scale.of(study, self.objectives)
 
         def predict(rows: np.ndarray) -> np.ndarray:
