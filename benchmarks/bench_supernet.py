@@ -6,7 +6,7 @@ Every figure is a ratio of candidates timed side by side in one process, interle
 (A, B, C, A, B, C, ...) so that a load change hits all of them alike; medians over rounds. The
 machine's load average is printed before and after: on 2 cores one busy neighbour slows torch 5-20x.
 Freed host memory is kept for reuse as every command of the project does (`host.keep_freed_memory`,
-nas/host_memory.py); `--release-freed-memory` leaves glibc's allocator as it is, to see what that costs
+nas/io/host_memory.py); `--release-freed-memory` leaves glibc's allocator as it is, to see what that costs
 (page faults per forward are printed). In one process the two cannot alternate: once the heap has grown,
 releasing settings leave it grown.
 """
@@ -25,7 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from nas import SubNetwork, export_sub_network, load_model
-from nas.host_memory import keep_freed_memory, page_faults
+from nas.io.host_memory import keep_freed_memory, page_faults
 from nas.supernet.metrics import flops_per_token
 
 

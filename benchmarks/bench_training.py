@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from nas import SearchSpace, load_model
-from nas.host_memory import keep_freed_memory, page_faults
+from nas.io.host_memory import keep_freed_memory, page_faults
 from nas.training.module import SuperNetModule
 from nas.training.samplers import UniformSampler
 from nas.training.strategies import AlternatingStrategy, SandwichStrategy, StandardStrategy, Strategy

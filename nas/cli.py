@@ -15,8 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from nas.errors import OutputWriteError, nas_error_behind
-from nas.host_memory import apply_host_settings
 from nas.io.atomic import disk_full
+from nas.io.host_memory import apply_host_settings
 from nas.io.locations import config_dir
 
 # Absolute, so entry points also work when their `main` is imported (console scripts, tests), and found

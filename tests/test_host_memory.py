@@ -28,7 +28,7 @@ ENTRY_CONFIGS = (
 # The fewest faults of five rounds: the kernel may reclaim idle free pages now and then (DAMON here).
 PROBE = """
 import sys, torch
-from nas.host_memory import keep_freed_memory, page_faults
+from nas.io.host_memory import keep_freed_memory, page_faults
 if sys.argv[1] == "keep":
     assert keep_freed_memory(True)
 def work():

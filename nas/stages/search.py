@@ -21,8 +21,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nas.errors import NASError, SearchConfigError
-from nas.host_memory import apply_host_settings
 from nas.io.atomic import disk_full
+from nas.io.host_memory import apply_host_settings
 from nas.io.secrets import redact_url
 from nas.search.context import SearchContext, prepare
 from nas.search.optuna_compat import claim_study_attr
