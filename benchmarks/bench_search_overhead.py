@@ -19,6 +19,9 @@ by its predictors per round, 10 evaluations per round):
    of the same shape with the same objective on the same tokens, the same budget and thread count
    (`benchmarks/whittle_search_side.py`), drawing from the same choices (so the sub-networks evaluated are alike in
    size): sub-networks per minute ours / whittle's (target >= 1).
+
+Our side keeps freed host memory for reuse, as `python -m nas.search` does (`host.keep_freed_memory`);
+`--release-freed-memory` leaves glibc's allocator as it is.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
+from nas.io.host_memory import keep_freed_memory
 from nas.search.context import prepare
 from nas.search.worker import run_worker
 from nas.stages.search import evaluate_reference
@@ -146,7 +150,13 @@ def main() -> None:
     parser.add_argument("--whittle-python", help="python of an environment with whittle 0.6.0 (see above)")
     parser.add_argument("--whittle-strategies", nargs="+", default=["random_search", "nsga2"])
     parser.add_argument("--skip", choices=("stand-in", "real"), help="leave one measurement out")
+    parser.add_argument(
+        "--release-freed-memory",
+        action="store_true",
+        help="leave glibc's malloc as it is instead of keeping freed memory, as `python -m nas.search` does",
+    )
     args = parser.parse_args()
+    print(f"freed host memory kept for reuse: {not args.release_freed_memory and keep_freed_memory(True)}")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     print(
