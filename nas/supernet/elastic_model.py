@@ -72,7 +72,7 @@ class ElasticCausalLM:
         self._nas_active = None
 
     def _switch_targets(self) -> SwitchTargets:
-        """The modules a switch writes to, resolved again only when the module tree changed (LoRA)."""
+        """The modules a switch writes to, resolved again only when the module tree changed (LoRA, wrappers)."""
         layers = self.model.layers
         targets: SwitchTargets | None = self.__dict__.get("_nas_switch")
         if targets is None or not targets.still_valid(layers):
