@@ -16,7 +16,8 @@ Prints per task: summed wall-clock of each and the speed-up, how many items have
 (and, for generation, identical text), the largest log-likelihood difference, the share of wall-clock
 outside the model's forward passes (ours: around decoder, head and log-softmax; lm-eval: around
 `HFLM._model_call`; not measured for generation), and tokens read per evaluation. The 1-minute load
-average is printed before and after: on 2 cores one busy neighbour slows torch 5-20x.
+average is printed before and after: on 2 cores one busy neighbour slows torch 5-20x. Freed host memory is
+kept for reuse, as every command does, for both sides alike (`--release-freed-memory`: glibc's default).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from nas import SearchSpace, load_model
 from nas.evaluation.evaluator import Evaluator
 from nas.evaluation.lm_eval_reference import make_hflm, reference_for, reference_items, run_reference
 from nas.evaluation.registry import load_task
+from nas.io.host_memory import keep_freed_memory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -179,7 +181,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--gen-limit", type=int, default=20, help="items of any other task (GSM8K, WikiText, ...)")
     parser.add_argument("--tasks", default="arc_easy,mmlu")
+    parser.add_argument(
+        "--release-freed-memory",
+        action="store_true",
+        help="leave glibc's malloc as it is instead of keeping freed memory, as every command does",
+    )
     args = parser.parse_args()
+    # Process-wide: both sides run under the same allocator settings.
+    print(f"freed host memory kept for reuse: {not args.release_freed_memory and keep_freed_memory(True)}")
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
     space_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "search_space" / "llama_nas.yaml"))
