@@ -188,7 +188,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     # Process-wide: both sides run under the same allocator settings.
-    print(f"freed host memory kept for reuse: {not args.release_freed_memory and keep_freed_memory(True)}")
+    print(f"freed host memory kept for reuse: {not args.release_freed_memory and keep_freed_memory()}")
     torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
     space_cfg = OmegaConf.to_container(OmegaConf.load(CONF / "search_space" / "llama_nas.yaml"))

@@ -156,7 +156,7 @@ def main() -> None:
         help="leave glibc's malloc as it is instead of keeping freed memory, as `python -m nas.search` does",
     )
     args = parser.parse_args()
-    print(f"freed host memory kept for reuse: {not args.release_freed_memory and keep_freed_memory(True)}")
+    print(f"freed host memory kept for reuse: {not args.release_freed_memory and keep_freed_memory()}")
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     print(

@@ -104,7 +104,7 @@ def main() -> None:
         help="leave glibc's malloc as it is (hands freed memory back to the OS) instead of keeping it",
     )
     args = parser.parse_args()
-    kept = not args.release_freed_memory and keep_freed_memory(True)
+    kept = not args.release_freed_memory and keep_freed_memory()
     print(f"freed host memory kept for reuse: {kept}")
 
     torch.set_num_threads(args.threads)

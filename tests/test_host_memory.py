@@ -30,7 +30,7 @@ PROBE = """
 import sys, torch
 from nas.io.host_memory import keep_freed_memory, page_faults
 if sys.argv[1] == "keep":
-    assert keep_freed_memory(True)
+    assert keep_freed_memory()
 def work():
     for numel in (1_500_000, 12_500_000, 60_000_000):  # 6 MB, 50 MB, 240 MB (logits-sized)
         a = torch.empty(numel).fill_(1.0)
