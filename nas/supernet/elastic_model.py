@@ -59,7 +59,7 @@ class ElasticCausalLM:
             return
         targets.apply(plan)
         self.model.embed_tokens.active_embedding_dim = plan.hidden
-        self.model.layers.set_active(plan.layers, targets.active_list(plan.layers))
+        self.model.layers.set_active(targets.active_list(plan.layers))
         self._set_layer_types(plan.layers)
         self._nas_active = sub
 

@@ -7,8 +7,6 @@ are state; a module whose active width is `None` runs exactly the original compu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -74,13 +72,11 @@ class ElasticLayerList(nn.ModuleList):
 
     _active: nn.ModuleList | None = None
 
-    def set_active(self, indices: Sequence[int] | None, active: nn.ModuleList | None = None) -> None:
-        """Run the layers `indices` (all when None); `active` is their list when the caller built it already."""
-        # Built once per activation, not per forward. `object.__setattr__` keeps the cached list out
-        # of `_modules`, so it is not registered as a child (no duplicate names in state_dict).
-        if indices is not None and active is None:
-            active = nn.ModuleList([self[i] for i in indices])
-        object.__setattr__(self, "_active", None if indices is None else active)
+    def set_active(self, active: nn.ModuleList | None) -> None:
+        """Run the layers of `active` (a list of this list's layers, built once per activation), or all (None)."""
+        # `object.__setattr__` keeps the list out of `_modules`, so it is not registered as a child (no
+        # duplicate names in state_dict).
+        object.__setattr__(self, "_active", active)
 
     def __getitem__(self, idx: int | slice) -> nn.Module | nn.ModuleList:  # type: ignore[override]
         if isinstance(idx, slice) and self._active is not None:

@@ -11,7 +11,7 @@ cached per sub-network), and the switch writes plain attributes.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,14 +57,10 @@ class SwitchTargets:
         self.signature = _signature(layers)
         self.attentions: list[nn.Module] = []
         self.outputs: list[tuple[tuple[nn.Module, ...], ...]] = []  # per layer, per projection
-        layer: Any
-        for layer in layers:
-            attention, mlp = layer.self_attn, layer.mlp
+        for attention, projections in _walk(layers):
             self.attentions.append(attention)
-            projections = [getattr(attention, name) for name in ATTENTION_PROJECTIONS]
-            projections += [getattr(mlp, name) for name in MLP_PROJECTIONS]
             self.outputs.append(tuple(_width_holders(p) for p in projections))
-        self._plans: OrderedDict[SubNetwork, SwitchPlan] = OrderedDict()
+        self._plans: dict[SubNetwork, SwitchPlan] = {}
         self._active_lists: dict[tuple[int, ...], nn.ModuleList] = {}
         self._layers = layers
 
@@ -73,13 +69,13 @@ class SwitchTargets:
         return layers is self._layers and _signature(layers) == self.signature
 
     def plan(self, sub: SubNetwork, shape: ModelShape) -> SwitchPlan:
+        """`sub`'s plan, worked out on its first switch (a search switches to each sub-network a few times,
+        training samples anew each step: past `PLANS_KEPT` the cache starts again)."""
         plan = self._plans.get(sub)
         if plan is None:
+            if len(self._plans) >= PLANS_KEPT:
+                self._plans.clear()
             plan = self._plans[sub] = SwitchPlan.of(sub, shape)
-            if len(self._plans) > PLANS_KEPT:
-                self._plans.popitem(last=False)
-        else:
-            self._plans.move_to_end(sub)
         return plan
 
     def active_list(self, kept: tuple[int, ...]) -> nn.ModuleList:
@@ -117,20 +113,28 @@ def _width_holders(projection: nn.Module) -> tuple[nn.Module, ...]:
     return (base, *getattr(projection, "lora_B", {}).values())
 
 
-def _signature(layers: nn.ModuleList) -> tuple[Any, ...]:
-    """Every module a switch writes to, read straight from `_modules` (no `__getattr__`): cheap to compare."""
-    parts: list[Any] = []
+def _walk(layers: nn.ModuleList) -> Iterator[tuple[Any, list[Any]]]:
+    """Each decoder layer's attention and its seven projections (attention's, then the MLP's), read straight
+    from `_modules` (no `nn.Module.__getattr__`)."""
     for layer in layers._modules.values():
-        parts.append(layer)  # a wrapped layer (FSDP, checkpointing) must run as wrapped: the active list changes
-        for parent_name, names in (("self_attn", ATTENTION_PROJECTIONS), ("mlp", MLP_PROJECTIONS)):
-            parent = _child(layer, parent_name)
-            parts.append(parent)
-            for name in names:
-                projection = _child(parent, name)
-                parts.append(projection)
-                adapters = projection._modules.get("lora_B")
-                if adapters is not None:
-                    parts.extend(adapters._modules.values())
+        attention, mlp = _child(layer, "self_attn"), _child(layer, "mlp")
+        yield (
+            attention,
+            [_child(attention, n) for n in ATTENTION_PROJECTIONS] + [_child(mlp, n) for n in MLP_PROJECTIONS],
+        )
+
+
+def _signature(layers: nn.ModuleList) -> tuple[Any, ...]:
+    """Every module a switch writes to or runs through: cheap to compare, and different once a layer,
+    projection or adapter was replaced or wrapped."""
+    parts: list[Any] = list(layers._modules.values())  # a wrapped layer (FSDP, checkpointing) must run wrapped
+    for attention, projections in _walk(layers):
+        parts.append(attention)
+        for projection in projections:
+            parts.append(projection)
+            adapters = projection._modules.get("lora_B")
+            if adapters is not None:
+                parts.extend(adapters._modules.values())
     return tuple(parts)
 
 
