@@ -15,6 +15,7 @@ from nas.search.evolution import (
     evolve,
     non_dominated_ranks,
     offspring,
+    ranked_survivors,
 )
 from nas.search.objectives import parse_objectives
 from nas.search.pareto import hypervolume, hypervolume_history, loss_bounds, losses, pareto_mask
@@ -263,3 +264,84 @@ def test_survivors_from_the_first_fronts_only_equal_those_of_a_full_ranking():
             crowding[members] = crowding_distance(loss[members])
         assert np.array_equal(select_survivors(loss, count), np.lexsort((-crowding, ranks))[:count])
         assert np.array_equal(ranks == 0, pareto_mask(loss))
+
+
+def _full_ranking_survivors(loss: np.ndarray, count: int) -> np.ndarray:
+    """NSGA-II's survivor selection as Deb states it: every front peeled, crowding within each front."""
+    ranks = non_dominated_ranks(loss)
+    crowding = np.zeros(len(loss))
+    for r in np.unique(ranks):
+        members = np.flatnonzero(ranks == r)
+        crowding[members] = crowding_distance(loss[members])
+    return np.lexsort((-crowding, ranks))[:count]
+
+
+def test_survivors_know_their_fronts_among_themselves():
+    """ranked_survivors hands the next generation its front numbers: those a full ranking of the survivors gives
+    (NaN losses too: never dominated, never dominating)."""
+    rng = np.random.default_rng(1)
+    for n, k, count in [(400, 2, 200), (300, 3, 150), (50, 2, 50), (120, 1, 60), (90, 3, 30), (1, 2, 1)]:
+        loss = np.round(rng.random((n, k)), 1)
+        if k == 3:
+            loss[rng.random((n, k)) < 0.02] = np.nan
+        chosen, ranks = ranked_survivors(loss, count)
+        assert np.array_equal(chosen, _full_ranking_survivors(loss, count))
+        assert np.array_equal(ranks, non_dominated_ranks(loss[chosen]))
+
+
+def _textbook_evolve(initial, losses_of, upper, generations, ops, rng):
+    """The inner NSGA-II as written before its loop was made cheaper: every child scored, fronts peeled twice per
+    generation, the archive and the distinct merged rows found row by row."""
+    population = initial.astype(np.int64)
+    loss = losses_of(population)
+    seen, archive, archive_loss = set(), [], []
+
+    def remember(rows, rows_loss):
+        for row, row_loss in zip(rows, rows_loss):
+            if row.tobytes() not in seen:
+                seen.add(row.tobytes())
+                archive.append(row)
+                archive_loss.append(row_loss)
+
+    remember(population, loss)
+    for _ in range(generations):
+        children = offspring(population, loss, upper, ops, rng)
+        children_loss = losses_of(children)
+        remember(children, children_loss)
+        merged, merged_loss = np.vstack([population, children]), np.vstack([loss, children_loss])
+        first = {}
+        for i, row in enumerate(merged):
+            first.setdefault(row.tobytes(), i)
+        unique = np.array(sorted(first.values()))
+        merged, merged_loss = merged[unique], merged_loss[unique]
+        keep = _full_ranking_survivors(merged_loss, len(population))
+        population, loss = merged[keep], merged_loss[keep]
+    return np.array(archive), np.array(archive_loss)
+
+
+@pytest.mark.parametrize("objectives", [1, 2, 3])
+def test_evolve_equals_the_textbook_loop_scoring_each_distinct_row_once(objectives):
+    """The inner NSGA-II scores a row once however often it recurs and carries the survivors' fronts to the next
+    tournaments; the archive, its losses and the generator's state are those of the plain loop."""
+    for seed in range(12):
+        data = np.random.default_rng(seed)
+        d, n = int(data.integers(2, 12)), int(data.integers(4, 40))
+        upper = data.integers(0, 4, size=d)
+        weights = data.normal(size=(d, objectives))
+        scored: list[int] = []
+
+        def losses_of(rows: np.ndarray, weights=weights, digits=1 + seed % 3, scored=scored) -> np.ndarray:
+            """Row by row (a row's losses do not depend on the others), rounded: ties too."""
+            scored.append(len(rows))
+            return np.round(np.sin((rows[:, :, None] * weights).sum(axis=1)), digits)
+
+        initial = data.integers(0, upper + 1, size=(n, d))
+        ops = Operators(mutation_prob=[0.02, 0.2, 0.5][seed % 3])
+        generations = int(data.integers(1, 25))
+        ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+        archive, archive_loss = evolve(initial, losses_of, upper, generations, ops, ours)
+        rows_scored = sum(scored)
+        expected, expected_loss = _textbook_evolve(initial, losses_of, upper, generations, ops, theirs)
+        assert np.array_equal(archive, expected) and np.array_equal(archive_loss, expected_loss)
+        assert ours.random() == theirs.random()
+        assert rows_scored == len(archive)

@@ -19,7 +19,7 @@ from nas.search.algorithms import Nsga2
 from nas.search.batched_storage import BatchedStorage
 from nas.search.evolution import first_of_each
 from nas.search.pareto import front_numbers, pareto_mask
-from nas.search.predictors import fit_predictor
+from nas.search.predictors import fit_predictor, make_predictor
 from nas.search.sqlite_wal import filesystem_type
 from nas.search.study import open_storage
 from nas.stages.search import run_search
@@ -183,11 +183,14 @@ def test_first_of_each_equals_numpy_unique():
 
 @pytest.mark.parametrize("kind", ["svr", "ridge"])
 def test_fast_predictor_gives_scikit_learns_numbers_to_the_bit(kind):
+    """Fitted and predicting without scikit-learn's wrappers, the same numbers as its estimator fitted the usual way."""
     rng = np.random.default_rng(2)
     features, target = rng.random((40, 30)), np.log(rng.random(40) * 100 + 1)
     predictor, _ = fit_predictor(kind, features, target, seed=0)
     candidates = rng.random((300, 30))
-    assert np.array_equal(predictor.predict(candidates), predictor.fitted.predict(candidates))
+    reference = make_predictor(kind).fit(features, target)
+    assert np.array_equal(predictor.predict(candidates), reference.predict(candidates))
+    assert np.array_equal(predictor.predict(features), reference.predict(features))
 
 
 def test_sqlite_studies_use_the_write_ahead_log_on_local_disks_only(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ them to that.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -17,13 +17,76 @@ from nas.search.encoding import SearchEncoding
 from nas.supernet.metrics import BYTES_PER_PARAMETER, INT8_ROW_SCALE_BYTES
 
 
-@dataclass(frozen=True)
 class RowCosts:
-    """Analytic costs of n sub-networks: arrays of n."""
+    """Analytic costs of n sub-networks (arrays of n): parameters, bytes per dtype and FLOPs per token, as
+    `sub_network_cost` computes them. Each is worked out when first read: LINAS's inner search needs one or two of
+    them for every candidate it scores, and the others would double the work."""
 
-    params: np.ndarray
-    size_bytes: dict[str, np.ndarray]
-    flops_per_token: np.ndarray
+    def __init__(self, encoded: EncodedRows, rows: np.ndarray, seq_len: int) -> None:
+        self._encoded, self._rows, self._seq_len = encoded, rows, seq_len
+
+    @cached_property
+    def _layers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per row and layer: kept, and each kept layer's query / key-value / MLP widths; the hidden size [n, 1]."""
+        encoded, rows, s = self._encoded, self._rows, self._encoded.shape
+        heads = encoded._per_layer(rows, "heads")
+        return (
+            encoded.kept(rows),
+            encoded._values(rows, "hidden")[:, None],
+            heads * s.head_dim,
+            heads // s.group_size * s.head_dim,
+            encoded._per_layer(rows, "mlp"),
+        )
+
+    @cached_property
+    def _linear(self) -> np.ndarray:
+        """Decoder linear parameters, in integers (exact): q, k, v, gate and up read d inputs, o reads q, down m."""
+        kept, d, q, kv, m = self._layers
+        return np.where(kept, d * (2 * q + 2 * kv + 3 * m), 0).sum(axis=1)
+
+    @cached_property
+    def _total(self) -> np.ndarray:
+        s = self._encoded.shape
+        kept, d, q, kv, m = self._layers
+        outputs = {  # rows (outputs) of each decoder linear
+            "self_attn.q_proj": q,
+            "self_attn.k_proj": kv,
+            "self_attn.v_proj": kv,
+            "self_attn.o_proj": d,
+            "mlp.gate_proj": m,
+            "mlp.up_proj": m,
+            "mlp.down_proj": d,
+        }
+        bias = sum(np.where(kept, outputs[n], 0).sum(axis=1) for n in s.biased_linears)
+        hidden = d[:, 0]
+        other = bias + 2 * hidden * kept.sum(axis=1) + hidden
+        embedding = s.vocab_size * hidden
+        head = 0 if s.tie_word_embeddings else s.vocab_size * hidden
+        return self._linear + other + embedding + head
+
+    @cached_property
+    def params(self) -> np.ndarray:
+        return self._total.astype(np.int64)
+
+    @cached_property
+    def size_bytes(self) -> dict[str, np.ndarray]:
+        kept, d, q, kv, m = self._layers
+        linear, total = self._linear, self._total
+        sizes = {}
+        for dtype, (linear_bytes, other_bytes) in BYTES_PER_PARAMETER.items():
+            size = linear * linear_bytes + (total - linear) * other_bytes
+            if dtype == "int8":
+                out_rows = np.where(kept, q + 2 * kv + 2 * m + 2 * d, 0).sum(axis=1)
+                size = size + out_rows * INT8_ROW_SCALE_BYTES
+            sizes[dtype] = size.astype(np.float64)
+        return sizes
+
+    @cached_property
+    def flops_per_token(self) -> np.ndarray:
+        s = self._encoded.shape
+        kept, d, q = self._layers[:3]
+        attention = np.where(kept, 2 * q * (self._seq_len / 2), 0.0).sum(axis=1)
+        return 2.0 * (self._linear + d[:, 0] * s.vocab_size) + 2.0 * attention
 
 
 class EncodedRows:
@@ -89,37 +152,5 @@ class EncodedRows:
         return out
 
     def costs(self, rows: np.ndarray, seq_len: int = 128) -> RowCosts:
-        """Parameters, bytes per dtype and FLOPs per token, as `sub_network_cost` computes them."""
-        s = self.shape
-        kept = self.kept(rows)
-        d = self._values(rows, "hidden")[:, None]
-        q = self._per_layer(rows, "heads") * s.head_dim
-        kv = self._per_layer(rows, "heads") // s.group_size * s.head_dim
-        m = self._per_layer(rows, "mlp")
-        outputs = {  # rows (outputs) of each decoder linear
-            "self_attn.q_proj": q,
-            "self_attn.k_proj": kv,
-            "self_attn.v_proj": kv,
-            "self_attn.o_proj": d,
-            "mlp.gate_proj": m,
-            "mlp.up_proj": m,
-            "mlp.down_proj": d,
-        }
-        # Per layer, in integers (exact): q, k, v, gate and up read d inputs, o reads q and down reads m.
-        linear = np.where(kept, d * (2 * q + 2 * kv + 3 * m), 0).sum(axis=1)
-        out_rows = np.where(kept, q + 2 * kv + 2 * m + 2 * d, 0).sum(axis=1)
-        bias = sum(np.where(kept, outputs[n], 0).sum(axis=1) for n in s.biased_linears)
-        hidden = d[:, 0]
-        other = bias + 2 * hidden * kept.sum(axis=1) + hidden
-        embedding = s.vocab_size * hidden
-        head = 0 if s.tie_word_embeddings else s.vocab_size * hidden
-        total = linear + other + embedding + head
-        sizes = {}
-        for dtype, (linear_bytes, other_bytes) in BYTES_PER_PARAMETER.items():
-            size = linear * linear_bytes + (total - linear) * other_bytes
-            if dtype == "int8":
-                size = size + out_rows * INT8_ROW_SCALE_BYTES
-            sizes[dtype] = size.astype(np.float64)
-        attention = np.where(kept, 2 * self._per_layer(rows, "heads") * s.head_dim * (seq_len / 2), 0.0).sum(axis=1)
-        flops = 2.0 * (linear + hidden * s.vocab_size) + 2.0 * attention
-        return RowCosts(total.astype(np.int64), sizes, flops)
+        """Parameters, bytes per dtype and FLOPs per token, as `sub_network_cost` computes them (each when read)."""
+        return RowCosts(self, rows, seq_len)

@@ -16,27 +16,6 @@ import numpy as np
 from nas.search.pareto import front_numbers
 
 
-def non_dominated_fronts(loss: np.ndarray, enough: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    """The fronts (row indices in ascending order; the first non-dominated, lower loss better in every column),
-    and the rows left.
-
-    With `enough`, only the first fronts that hold at least that many rows together are returned (callers that
-    take the best `enough` rows never look further: LINAS picks 10 of 10,000 candidates); without, every row is
-    in a front.
-    """
-    numbers = front_numbers(loss)
-    fronts: list[np.ndarray] = []
-    taken = 0
-    for front in range(int(numbers.max()) + 1 if len(numbers) else 0):
-        if enough is not None and taken >= enough:
-            break
-        members = np.flatnonzero(numbers == front)
-        fronts.append(members)
-        taken += len(members)
-    remaining = np.flatnonzero(numbers >= len(fronts))
-    return fronts, remaining
-
-
 def non_dominated_ranks(loss: np.ndarray) -> np.ndarray:
     """Front number of each row (0 = non-dominated), lower loss better in every column."""
     return front_numbers(loss)
@@ -59,14 +38,51 @@ def crowding_distance(loss: np.ndarray) -> np.ndarray:
 
 def select_survivors(loss: np.ndarray, count: int) -> np.ndarray:
     """Indices of the `count` best rows by (front, larger crowding distance)."""
-    fronts, _ = non_dominated_fronts(loss, enough=count)
-    ranks = np.full(len(loss), len(fronts), dtype=np.int64)  # the rows past `count` rank after every front
+    return ranked_survivors(loss, count)[0]
+
+
+def ranked_survivors(loss: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """`select_survivors`, and the survivors' front numbers: those of the survivors among themselves too (every row
+    that dominates a survivor is in an earlier, whole front), so the next generation's tournaments need not peel
+    the fronts again."""
+    numbers = front_numbers(loss)
+    # Only the first fronts that hold `count` rows together matter (LINAS picks 10 of 10,000 candidates).
+    held = np.cumsum(np.bincount(numbers)) if len(numbers) else np.zeros(0, dtype=np.int64)
+    fronts = min(int(np.searchsorted(held, count)) + 1, len(held)) if count > 0 else 0
+    crowding = _crowding_within_fronts(loss, numbers, fronts)  # 0 past those fronts: no survivor comes from there
+    chosen = np.lexsort((-crowding, numbers))[:count]
+    return chosen, numbers[chosen]
+
+
+def _crowding_within_fronts(loss: np.ndarray, ranks: np.ndarray, fronts: int) -> np.ndarray:
+    """`crowding_distance` of each row within its front, for the rows of fronts below `fronts` (0 for the rest),
+    every front at once: one sort per column by (front, loss) instead of one per front and column. The same
+    arithmetic on each row in the same order (stable sorts: ties keep the rows' order, as within a front)."""
     crowding = np.zeros(len(loss))
-    for front, members in enumerate(fronts):
-        ranks[members] = front
-        crowding[members] = crowding_distance(loss[members])
-    order = np.lexsort((-crowding, ranks))
-    return order[:count]
+    rows = np.flatnonzero(ranks < fronts)
+    if not len(rows):
+        return crowding
+    front = ranks[rows]
+    sizes = np.bincount(front, minlength=fronts)
+    small = sizes[front] <= 2  # crowding_distance gives fronts of one or two rows infinity throughout
+    distance = np.zeros(len(rows))
+    for j in range(loss.shape[1]):
+        values = loss[rows, j]
+        order = np.lexsort((values, front))  # by front, then by loss; ties in row order
+        ordered_front, ordered = front[order], values[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = ordered_front[1:] != ordered_front[:-1]
+        last = np.ones(len(order), dtype=bool)
+        last[:-1] = first[1:]
+        span = (ordered[last] - ordered[first])[np.cumsum(first) - 1]  # per row: its front's span in column j
+        inner = ~first & ~last & (span > 0)
+        at = np.flatnonzero(inner)
+        gap = (ordered[at + 1] - ordered[at - 1]) / span[at]
+        distance[order[first | last]] = np.inf
+        distance[order[at]] += gap
+    distance[small] = np.inf
+    crowding[rows] = distance
+    return crowding
 
 
 @dataclass(frozen=True)
@@ -84,16 +100,19 @@ def _sbx(a: np.ndarray, b: np.ndarray, upper: np.ndarray, ops: Operators, rng: n
 
     Every random number is drawn for the whole matrix, in Deb's order; the arithmetic runs only on the
     variables that take the blend (crossed pair, differing parents, drawn to cross): often under half of them.
+    They are gathered by flat position (the order a boolean index takes them in): a boolean index costs ten times
+    more here, its random pattern defeating the branch predictor.
     """
     u = rng.random(a.shape)
-    low, high = np.minimum(a, b), np.maximum(a, b)
-    side = rng.random(a.shape) < 0.5
-    swap = (rng.random(a.shape) < 0.5) & (high - low > 1e-12)
+    side_draw = rng.random(a.shape)
+    swap = (rng.random(a.shape) < 0.5) & (np.abs(a - b) > 1e-12)  # |a - b| is max - min, exactly
     child = np.where(rng.random(a.shape) < 0.5, a, b)
     crossed = rng.random(len(a)) < ops.crossover_prob
-    blend = swap & crossed[:, None]
-    u, low, high, side = u[blend], low[blend], high[blend], side[blend]
-    top = np.broadcast_to(upper, a.shape)[blend]
+    blend = np.flatnonzero(swap & crossed[:, None])
+    first, second = a.take(blend), b.take(blend)
+    low, high = np.minimum(first, second), np.maximum(first, second)
+    u, side = u.take(blend), side_draw.take(blend) < 0.5
+    top = upper.take(blend % a.shape[1])
     diff = np.maximum(high - low, 1e-12)
     beta = 1.0 + 2.0 * np.minimum(low, top - high) / diff
     alpha = 2.0 - beta ** -(ops.crossover_eta + 1.0)
@@ -102,16 +121,17 @@ def _sbx(a: np.ndarray, b: np.ndarray, upper: np.ndarray, ops: Operators, rng: n
         (u * alpha) ** (1.0 / (ops.crossover_eta + 1.0)),
         (1.0 / np.maximum(2.0 - u * alpha, 1e-12)) ** (1.0 / (ops.crossover_eta + 1.0)),
     )
-    child[blend] = 0.5 * ((low + high) + np.where(side, -1.0, 1.0) * betaq * (high - low))
+    np.put(child, blend, 0.5 * ((low + high) + np.where(side, -1.0, 1.0) * betaq * (high - low)))
     return np.where(crossed[:, None], child, a)
 
 
 def _polynomial_mutation(x: np.ndarray, upper: np.ndarray, ops: Operators, rng: np.random.Generator) -> np.ndarray:
-    """Deb's polynomial mutation; the arithmetic only on the variables drawn to mutate (2% by default)."""
+    """Deb's polynomial mutation; the arithmetic only on the variables drawn to mutate (2% by default), gathered
+    by flat position as in `_sbx`."""
     u = rng.random(x.shape)
-    mutate = (rng.random(x.shape) < ops.mutation_prob) & (upper > 0)
-    top = np.broadcast_to(upper, x.shape)[mutate]
-    value, u = x[mutate], u[mutate]
+    mutate = np.flatnonzero((rng.random(x.shape) < ops.mutation_prob) & (upper > 0))
+    top = upper.take(mutate % x.shape[1])
+    value, u = x.take(mutate), u.take(mutate)
     span = np.maximum(top, 1e-12)
     delta1, delta2 = value / span, (top - value) / span
     power = 1.0 / (ops.mutation_eta + 1.0)
@@ -124,16 +144,22 @@ def _polynomial_mutation(x: np.ndarray, upper: np.ndarray, ops: Operators, rng: 
     )
     deltaq = np.where(low_side, val**power - 1.0, 1.0 - val**power)
     mutated = x.copy()
-    mutated[mutate] = value + deltaq * span
+    np.put(mutated, mutate, value + deltaq * span)
     return mutated
 
 
 def offspring(
-    population: np.ndarray, loss: np.ndarray, upper: np.ndarray, ops: Operators, rng: np.random.Generator
+    population: np.ndarray,
+    loss: np.ndarray,
+    upper: np.ndarray,
+    ops: Operators,
+    rng: np.random.Generator,
+    ranks: np.ndarray | None = None,
 ) -> np.ndarray:
-    """A new generation of integer index vectors from binary tournaments, SBX and mutation."""
+    """A new generation of integer index vectors from binary tournaments, SBX and mutation (`ranks`: the
+    population's front numbers when known, e.g. from `ranked_survivors`)."""
     n = len(population)
-    ranks = non_dominated_ranks(loss)
+    ranks = non_dominated_ranks(loss) if ranks is None else ranks
     crowd = crowding_distance(loss)
 
     def tournament() -> np.ndarray:
@@ -163,6 +189,44 @@ def first_of_each(rows: np.ndarray) -> np.ndarray:
     return np.fromiter(first.values(), dtype=np.int64, count=len(first))
 
 
+class ScoredArchive:
+    """Every distinct row seen, in order of first appearance, with its losses: each row scored once.
+
+    A row's losses depend on that row alone (predictions and costs are computed row by row), so a row seen
+    again, e.g. a child equal to its parent, takes its stored losses; a third of an inner NSGA-II's children
+    are such repeats. A row's position in the archive also identifies it, so distinct rows are distinct
+    positions.
+    """
+
+    def __init__(self, losses_of: Callable[[np.ndarray], np.ndarray], width: int, capacity: int) -> None:
+        self.losses_of = losses_of
+        self.rows = np.empty((capacity, width), dtype=np.int64)
+        self.loss = np.empty((capacity, 0))
+        self.count = 0
+        self._position: dict[bytes, int] = {}
+
+    def add(self, rows: np.ndarray) -> np.ndarray:
+        """The archive position of each row, scoring (and storing) the rows not seen before."""
+        position = self._position
+        positions: list[int] = []
+        fresh: list[int] = []
+        for i, key in enumerate(row_keys(rows)):
+            at = position.get(key)
+            if at is None:
+                at = position[key] = self.count + len(fresh)
+                fresh.append(i)
+            positions.append(at)
+        if fresh:
+            new_loss = self.losses_of(rows[fresh])
+            if self.loss.shape[1] != new_loss.shape[1]:  # the first rows tell how many losses there are
+                self.loss = np.empty((len(self.rows), new_loss.shape[1]))
+            end = self.count + len(fresh)
+            self.rows[self.count : end] = rows[fresh]
+            self.loss[self.count : end] = new_loss
+            self.count = end
+        return np.array(positions, dtype=np.int64)
+
+
 def evolve(
     initial: np.ndarray,
     losses_of: Callable[[np.ndarray], np.ndarray],
@@ -171,28 +235,19 @@ def evolve(
     ops: Operators,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Run NSGA-II from `initial`; returns every distinct candidate seen and its losses."""
+    """Run NSGA-II from `initial`; returns every distinct candidate seen and its losses (`losses_of` is called
+    once per distinct row: a row's losses must not depend on the other rows scored with it)."""
     population = initial.astype(np.int64)
-    loss = losses_of(population)
-    seen: dict[bytes, int] = {}
-    archive: list[np.ndarray] = []
-    archive_loss: list[np.ndarray] = []
-
-    def remember(rows: np.ndarray, rows_loss: np.ndarray) -> None:
-        for i, key in enumerate(row_keys(rows)):
-            if key not in seen:
-                seen[key] = len(archive)
-                archive.append(rows[i])
-                archive_loss.append(rows_loss[i])
-
-    remember(population, loss)
+    archive = ScoredArchive(losses_of, population.shape[1], len(population) * (generations + 1))
+    positions = archive.add(population)
+    loss = archive.loss[positions]
+    ranks = None
     for _ in range(generations):
-        children = offspring(population, loss, upper, ops, rng)
-        children_loss = losses_of(children)
-        remember(children, children_loss)
-        merged, merged_loss = np.vstack([population, children]), np.vstack([loss, children_loss])
-        unique = first_of_each(merged)  # elitism over distinct individuals
-        merged, merged_loss = merged[unique], merged_loss[unique]
-        keep = select_survivors(merged_loss, len(population))
-        population, loss = merged[keep], merged_loss[keep]
-    return np.array(archive), np.array(archive_loss)
+        children = offspring(population, loss, upper, ops, rng, ranks)
+        merged = np.concatenate([positions, archive.add(children)])
+        _, first = np.unique(merged, return_index=True)
+        distinct = merged[np.sort(first)]  # elitism over distinct individuals, in order of first appearance
+        keep, ranks = ranked_survivors(archive.loss[distinct], len(population))
+        positions = distinct[keep]
+        population, loss = archive.rows[positions], archive.loss[positions]
+    return archive.rows[: archive.count].copy(), archive.loss[: archive.count].copy()

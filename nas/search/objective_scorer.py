@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -17,6 +17,19 @@ from nas.search.encoded_rows import EncodedRows
 from nas.search.objectives import Objective
 from nas.supernet.metrics import sub_network_cost
 from nas.supernet.subnetwork import ModelShape, SubNetwork
+
+
+class CostCounts(Protocol):
+    """The counts the analytic objectives read: a `SubNetworkCost`, many sub-networks' `RowCosts`, a pruned model."""
+
+    @property
+    def params(self) -> Any: ...
+
+    @property
+    def size_bytes(self) -> Mapping[str, Any]: ...
+
+    @property
+    def flops_per_token(self) -> Any: ...
 
 
 def accuracy_value(objective: Objective, results: Mapping[str, TaskResult]) -> float:
@@ -82,25 +95,25 @@ class ObjectiveScorer:
     def analytic(self, sub: SubNetwork) -> dict[str, float]:
         """Values of the objectives that need no forward pass (parameters, size, FLOPs)."""
         cost = sub_network_cost(self.shape, sub, self.seq_len)
-        return self.cost_values(cost.params, cost.size_bytes, cost.flops_per_token)
+        return self.cost_values(cost)
 
-    def cost_values(self, params: Any, size_bytes: Mapping[str, Any], flops_per_token: Any) -> dict[str, Any]:
+    def cost_values(self, cost: CostCounts) -> dict[str, Any]:
         """The analytic objectives (parameters, size per dtype, FLOPs) from a model's counts (numbers, or arrays
-        of many sub-networks' counts: `analytic_rows`)."""
+        of many sub-networks' counts: `analytic_rows`); only the counts an objective needs are read."""
         out: dict[str, Any] = {}
         for o in self.objectives:
             if o.kind == "params":
-                out[o.name] = params * 1.0  # a float, or a float array
+                out[o.name] = cost.params * 1.0  # a float, or a float array
             elif o.kind == "size_gb":
-                out[o.name] = size_bytes[o.dtype] / 1e9
+                out[o.name] = cost.size_bytes[o.dtype] / 1e9
             elif o.kind == "flops":
-                out[o.name] = flops_per_token * 1.0
+                out[o.name] = cost.flops_per_token * 1.0
         return out
 
     def analytic_rows(self, encoded: EncodedRows, rows: np.ndarray) -> dict[str, np.ndarray]:
         """`analytic` of many sub-networks given as index rows, computed on the whole matrix at once."""
         cost = encoded.costs(rows, self.seq_len)
-        return self.cost_values(cost.params, cost.size_bytes, cost.flops_per_token)
+        return self.cost_values(cost)
 
     def __call__(self, sub: SubNetwork | None) -> tuple[dict[str, float], dict[str, Any]]:
         """(objective values, details) of `sub` on the live super-network, or of the unmodified model

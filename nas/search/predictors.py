@@ -25,14 +25,19 @@ from nas.errors import SearchConfigError
 PREDICTORS = ("svr", "ridge")
 
 
-def make_predictor(kind: str) -> TransformedTargetRegressor:
+def _estimator(kind: str) -> SVR | Ridge:
     if kind == "svr":
-        model = make_pipeline(StandardScaler(), SVR(kernel="rbf", C=10.0, epsilon=0.05, gamma="scale"))
-    elif kind == "ridge":
-        model = make_pipeline(StandardScaler(), Ridge(alpha=1.0))
-    else:
-        raise SearchConfigError(f"Unknown search.linas.predictor {kind!r}; available: {list(PREDICTORS)}.")
-    return TransformedTargetRegressor(regressor=model, transformer=StandardScaler())
+        return SVR(kernel="rbf", C=10.0, epsilon=0.05, gamma="scale")
+    if kind == "ridge":
+        return Ridge(alpha=1.0)
+    raise SearchConfigError(f"Unknown search.linas.predictor {kind!r}; available: {list(PREDICTORS)}.")
+
+
+def make_predictor(kind: str) -> TransformedTargetRegressor:
+    """The predictor as one scikit-learn estimator (what `FastPredictor.fit` computes, with every check)."""
+    return TransformedTargetRegressor(
+        regressor=make_pipeline(StandardScaler(), _estimator(kind)), transformer=StandardScaler()
+    )
 
 
 @dataclass
@@ -53,16 +58,27 @@ class PredictorQuality:
 
 
 class FastPredictor:
-    """A fitted predictor's `predict` without scikit-learn's input checks, which cost more than the arithmetic on
-    the few hundred candidates LINAS scores at a time, 50 times per round: the same operations in the same order
-    (the scalers, then libsvm's own prediction for the SVR, or the ridge's product), so the same numbers to the
-    last bit (a test holds them equal); LINAS's rankings, and so its search, depend on them."""
+    """`make_predictor(kind)` fitted and predicting without the checks and clones of scikit-learn's wrappers,
+    which cost far more than the arithmetic here: a dozen fits a round on a few dozen points, and predictions for
+    the few hundred candidates LINAS scores at a time, 50 times a round. The same operations in the same order (the
+    scalers, then the SVR's libsvm or the ridge's product), so the same numbers to the last bit (a test holds them
+    equal); LINAS's rankings, and so its search, depend on them."""
 
-    def __init__(self, fitted: TransformedTargetRegressor) -> None:
-        self.fitted = fitted
-        scaler, self.model = fitted.regressor_[0], fitted.regressor_[-1]
-        self.x_mean, self.x_scale = scaler.mean_, scaler.scale_
-        self.y_mean, self.y_scale = fitted.transformer_.mean_, fitted.transformer_.scale_
+    def __init__(self, x_scaler: StandardScaler, model: SVR | Ridge, y_scaler: StandardScaler) -> None:
+        self.model = model
+        self.x_mean, self.x_scale = x_scaler.mean_, x_scaler.scale_
+        self.y_mean, self.y_scale = y_scaler.mean_, y_scaler.scale_
+
+    @classmethod
+    def fit(cls, kind: str, features: np.ndarray, target: np.ndarray) -> FastPredictor:
+        """What `make_predictor(kind).fit(features, target)` computes: the target standardised as a column, the
+        features standardised, the estimator fitted on both."""
+        model = _estimator(kind)
+        column = np.asarray(target, dtype=np.float64).reshape(-1, 1)
+        y_scaler = StandardScaler().fit(column)
+        x_scaler = StandardScaler()
+        model.fit(x_scaler.fit_transform(features), y_scaler.transform(column).squeeze(axis=1))
+        return cls(x_scaler, model, y_scaler)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         x = np.array(features, dtype=np.float64, order="C")
@@ -81,14 +97,14 @@ class FastPredictor:
 def fit_predictor(
     kind: str, features: np.ndarray, target: np.ndarray, seed: int
 ) -> tuple[FastPredictor, PredictorQuality]:
-    """A predictor fitted on all points, and its 5-fold cross-validated quality."""
+    """A predictor fitted on all points, and its 5-fold cross-validated quality (`cross_val_predict`'s folds,
+    fits and predictions, without its dispatch machinery)."""
+    model = FastPredictor.fit(kind, features, target)  # first: an unknown kind fails before any fold
     folds = min(5, len(target))
     quality = PredictorQuality(float("nan"), float("nan"), 0)
     if folds >= 2:
-        # `cross_val_predict`'s fits and predictions, without its dispatch machinery (a third of the time here).
         predicted = np.empty(len(target))
         for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(features):
-            predicted[test] = make_predictor(kind).fit(features[train], target[train]).predict(features[test])
+            predicted[test] = FastPredictor.fit(kind, features[train], target[train]).predict(features[test])
         quality = PredictorQuality.of(target, predicted)
-    model = make_predictor(kind).fit(features, target)
-    return FastPredictor(model), quality
+    return model, quality

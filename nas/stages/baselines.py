@@ -114,7 +114,7 @@ def _check_recovery_method(cfg: DictConfig) -> str | None:
 def measure(scorer: ObjectiveScorer, pruned: Pruned) -> tuple[dict[str, float], dict[str, Any]]:
     """The pruned model's values on the scorer's objectives (measured ones on the model as it runs)."""
     if pruned.sub is None:
-        analytic = scorer.cost_values(pruned.params, pruned.size_bytes, pruned.flops_per_token)
+        analytic = scorer.cost_values(pruned)
         return scorer.measure_with(pruned.model, analytic)
     with pruned.model.sub_network(pruned.sub):  # a sub-network of a (permuted) copy: costed like searched ones
         return scorer.measure(pruned.model, pruned.sub)
