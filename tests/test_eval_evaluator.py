@@ -171,6 +171,48 @@ def test_prefix_sharing_and_batching_change_nothing(tiny, data_dir):
     assert len(one_by_one.tasks["arc_easy"].batches(1, 64)) == len(QUESTIONS)
 
 
+def test_scored_positions_go_through_the_head_once_whatever_the_batches(tiny, data_dir, monkeypatch):
+    """The head runs on each distinct scored position once (MMLU's four one-token choices read one position),
+    gathered over batches: flushed after every batch, after many, or with the whole forward (a model whose head
+    cannot run apart), the same log-likelihoods and greedy flags."""
+    from nas.evaluation import loglikelihood
+
+    model, tokenizer = tiny
+    sub = SubNetwork((0, 1, 3), (128, 64, 96), (4, 2, 4), 64)
+    head_rows: list[int] = []
+
+    def run() -> tuple[Evaluator, dict]:
+        evaluator = Evaluator.for_model(model, tokenizer, tasks(data_dir), data_dir=data_dir, progress=False)
+        return evaluator, evaluator.evaluate(model, sub, with_items=True)
+
+    def flags(results: dict) -> list:
+        return [g for name in results for d in results[name].items for g in d["is_greedy"]]
+
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: head_rows.append(len(args[0])))
+    try:
+        evaluator, gathered = run()
+        distinct = sum(head_rows)
+        scored = sum(len(b.score_target) for t in evaluator.tasks.values() for b in t.batches(512, 64))
+        assert distinct < scored  # one-token choices share their position
+        monkeypatch.setattr(loglikelihood, "HEAD_ROWS", 1)
+        head_rows.clear()
+        per_batch = run()[1]
+        assert sum(head_rows) == distinct and len(head_rows) > 1
+        monkeypatch.setattr(loglikelihood, "_separable_head", lambda model: False)
+        whole = run()[1]
+    finally:
+        hook.remove()
+    for other in (per_batch, whole):
+        for name in gathered:
+            np.testing.assert_allclose(
+                np.concatenate([d["lls"] for d in other[name].items]),
+                np.concatenate([d["lls"] for d in gathered[name].items]),
+                rtol=1e-6,
+                atol=1e-5,
+            )
+        assert flags(other) == flags(gathered)
+
+
 def test_results_are_cached_by_sub_network_and_weights(tiny, data_dir, monkeypatch):
     model, tokenizer = tiny
     calls = []

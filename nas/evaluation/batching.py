@@ -23,6 +23,9 @@ class Batch:
         branch: [B, T]; 0 shared, i + 1 request i's branch, -1 padding.
         score_row, score_col, score_target: [N] where each scored position is and what it must predict.
         request_ids: [N] the global request number of each scored position.
+        hidden_index: [U] the distinct scored positions, as indices into the flattened [B * T] positions: choices
+            scored at one position (MMLU's " A".." D" after one context) read one hidden state and one head row.
+        score_hidden: [N] which of those each scored position is.
         prefix: [P] tokens shared by all rows and run once, or None.
     """
 
@@ -33,6 +36,8 @@ class Batch:
     score_col: torch.Tensor
     score_target: torch.Tensor
     request_ids: torch.Tensor
+    hidden_index: torch.Tensor
+    score_hidden: torch.Tensor
     prefix: torch.Tensor | None = None
 
     @property
@@ -46,7 +51,7 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         tensors = [self.input_ids, self.position_ids, self.branch, self.score_row, self.score_col]
-        tensors += [self.score_target, self.request_ids]
+        tensors += [self.score_target, self.request_ids, self.hidden_index, self.score_hidden]
         prefix = None if self.prefix is None else self.prefix.to(device)
         return Batch(*(t.to(device) for t in tensors), prefix=prefix)  # type: ignore[misc]
 
@@ -117,6 +122,9 @@ def _collate(rows: Sequence[PackedRow], offsets: Sequence[int], prefix: torch.Te
     def as_long(values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long)
 
+    distinct: dict[int, int] = {}  # flat position -> its number among the distinct scored positions
+    score_hidden = [distinct.setdefault(r * size + c, len(distinct)) for r, c in zip(score_row, score_col)]
+
     return Batch(
         input_ids,
         position_ids,
@@ -125,5 +133,7 @@ def _collate(rows: Sequence[PackedRow], offsets: Sequence[int], prefix: torch.Te
         as_long(score_col),
         as_long(score_target),
         as_long(request_ids),
+        as_long(list(distinct)),
+        as_long(score_hidden),
         prefix,
     )
