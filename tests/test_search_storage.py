@@ -17,7 +17,6 @@ from optuna.trial import TrialState
 from nas.search import batched_storage
 from nas.search.algorithms import Nsga2
 from nas.search.batched_storage import BatchedStorage
-from nas.search.evolution import first_of_each
 from nas.search.pareto import front_numbers, pareto_mask
 from nas.search.predictors import fit_predictor, make_predictor
 from nas.search.sqlite_wal import filesystem_type
@@ -173,12 +172,6 @@ def test_front_numbers_equal_peeling_fronts_one_by_one():
         if case % 7 == 0:
             loss[rng.random(n) < 0.1, -1] = np.nan  # never dominated, as in pareto_mask
         assert (front_numbers(loss) == peeled_fronts(loss)).all(), case
-
-
-def test_first_of_each_equals_numpy_unique():
-    rows = np.random.default_rng(1).integers(0, 3, size=(500, 6))
-    _, first = np.unique(rows, axis=0, return_index=True)
-    assert (first_of_each(rows) == np.sort(first)).all()
 
 
 @pytest.mark.parametrize("kind", ["svr", "ridge"])

@@ -180,22 +180,14 @@ def row_keys(rows: np.ndarray) -> list[bytes]:
     return rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel().tolist()
 
 
-def first_of_each(rows: np.ndarray) -> np.ndarray:
-    """Ascending indices of the first occurrence of each distinct row (`np.unique(rows, axis=0,
-    return_index=True)`, sorted; a dictionary of the rows' bytes is ten times faster for a few hundred rows)."""
-    first: dict[bytes, int] = {}
-    for i, key in enumerate(row_keys(rows)):
-        first.setdefault(key, i)
-    return np.fromiter(first.values(), dtype=np.int64, count=len(first))
-
-
 class ScoredArchive:
     """Every distinct row seen, in order of first appearance, with its losses: each row scored once.
 
-    A row's losses depend on that row alone (predictions and costs are computed row by row), so a row seen
-    again, e.g. a child equal to its parent, takes its stored losses; a third of an inner NSGA-II's children
-    are such repeats. A row's position in the archive also identifies it, so distinct rows are distinct
-    positions.
+    A row's losses depend on that row alone (features, costs and libsvm's predictions are computed row by row),
+    so a row seen again, e.g. a child equal to its parent, takes its stored losses; a third of an inner NSGA-II's
+    children are such repeats. (The ridge predictor's BLAS product may round a row's last bit differently in
+    another batch; keeping its first score gives each sub-network one prediction.) A row's position in the archive
+    also identifies it, so distinct rows are distinct positions.
     """
 
     def __init__(self, losses_of: Callable[[np.ndarray], np.ndarray], width: int, capacity: int) -> None:
