@@ -30,7 +30,7 @@ from nas.quantization import (
     save_quantized,
     score_quantized,
 )
-from nas.quantization.quantize import _load
+from nas.quantization.quantize import _load, keep_unpackable_nf4_layers_generic
 from nas.search.objectives import parse_objectives
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "quantization"
@@ -140,6 +140,14 @@ def test_save_and_reload_with_transformers_gives_the_same_logits(tiny, tmp_path,
     reloaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=not sub.is_uniform)
     assert len(quantized_linears(reloaded)) == 7 * sub.num_layers
     expected = logits(q.model)
+    if method == "nf4" and has_avx512bf16():
+        # bitsandbytes' AVX512-BF16 CPU kernel cannot repack these narrow NF4 layers (48 inputs, a 64 block): plain
+        # transformers fails on such a CPU, and the layers need bitsandbytes' generic path, as this project's loader
+        # sets it.
+        with pytest.raises(RuntimeError, match="is invalid for input of size"):
+            logits(reloaded)
+        reloaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=not sub.is_uniform)
+        assert keep_unpackable_nf4_layers_generic(reloaded)
     torch.testing.assert_close(logits(reloaded), expected, rtol=0, atol=0)
     # And through this project: same model, same measured footprint, same record.
     again = load_quantized(out, device="cpu")
@@ -148,6 +156,25 @@ def test_save_and_reload_with_transformers_gives_the_same_logits(tiny, tmp_path,
     assert again.tokenizer("abc")["input_ids"] == tokenizer("abc")["input_ids"]
     with pytest.raises(QuantizationError, match="choose another out_dir"):
         save_quantized(again, out)
+
+
+def test_nf4_layers_bitsandbytes_cannot_repack_for_its_cpu_kernel_take_the_generic_path(tiny, tmp_path):
+    """On an AVX512-BF16 CPU bitsandbytes repacks NF4 weights for a fused kernel that needs in_features a multiple of
+    the block (64) and out_features of 32; narrower layers are kept on its generic path, the others on the kernel."""
+    model, tokenizer = tiny
+    mixed = SubNetwork((0, 2), (64, 96), (4, 2), 64)  # the second layer: 96-wide MLP, 2 heads (one 16-wide kv head)
+    q = quantize_sub_network(model, mixed, tokenizer, "nf4", tmp_path / "fp")
+    linears = quantized_linears(q.model)
+    for module in linears.values():
+        module.support_avx512bf16_for_cpu = True  # as bitsandbytes sets it on such a CPU
+    generic = set(keep_unpackable_nf4_layers_generic(q.model))
+    for name, module in linears.items():
+        packable = module.in_features % 64 == 0 and module.out_features % 32 == 0
+        assert (name in generic) != packable and module.support_avx512bf16_for_cpu == packable
+    assert generic == {
+        f"model.layers.1.{n}" for n in ("self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.down_proj")
+    }
+    assert logits(q.model).isfinite().all()
 
 
 def test_none_is_a_no_op(tiny, tmp_path):

@@ -175,6 +175,29 @@ def _model_class(folder: Path, trust_remote_code: bool) -> Any:
     return AutoModelForCausalLM
 
 
+# bitsandbytes (0.50) repacks an NF4 weight for its AVX512-BF16 CPU kernel on the layer's first forward, and the
+# repacking assumes in_features a multiple of the quantization block and out_features a multiple of 32: other shapes
+# (a narrow sub-network's, e.g. a 48-wide residual stream) fail there with a reshape error. Those layers keep
+# bitsandbytes' generic NF4 path; the others keep the fast kernel.
+CPU_PACKED_ROWS = 32
+
+
+def keep_unpackable_nf4_layers_generic(model: torch.nn.Module) -> list[str]:
+    """Turn bitsandbytes' AVX512-BF16 CPU kernel off for the NF4 layers it cannot repack; their names."""
+    import bitsandbytes as bnb
+
+    generic = []
+    for name, module in model.named_modules():
+        if not isinstance(module, bnb.nn.Linear4bit) or not getattr(module, "support_avx512bf16_for_cpu", False):
+            continue
+        weight: Any = module.weight  # a bitsandbytes Params4bit, with its quantization state
+        blocksize = weight.quant_state.blocksize
+        if module.in_features % blocksize or module.out_features % CPU_PACKED_ROWS:
+            module.support_avx512bf16_for_cpu = False
+            generic.append(name)
+    return generic
+
+
 def _load(folder: Path, device: torch.device, trust_remote_code: bool = False, **kwargs: Any) -> PreTrainedModel:
     _quiet_bitsandbytes()
     cls = _model_class(folder, trust_remote_code)
@@ -186,6 +209,7 @@ def _load(folder: Path, device: torch.device, trust_remote_code: bool = False, *
             f"bitsandbytes could not load {folder} on {device}: {exc}. Check that bitsandbytes supports this "
             "device (>= 0.45 for CPU), or set quantization.device, or use quantization=none."
         ) from exc
+    keep_unpackable_nf4_layers_generic(model)
     return model.eval()  # LLM.int8 on CPU takes a dequantizing fallback in training mode
 
 
