@@ -165,6 +165,7 @@ def test_nf4_layers_bitsandbytes_cannot_repack_for_its_cpu_kernel_take_the_gener
     mixed = SubNetwork((0, 2), (64, 96), (4, 2), 64)  # the second layer: 96-wide MLP, 2 heads (one 16-wide kv head)
     q = quantize_sub_network(model, mixed, tokenizer, "nf4", tmp_path / "fp")
     linears = quantized_linears(q.model)
+    on_this_cpu = {name: module.support_avx512bf16_for_cpu for name, module in linears.items()}
     for module in linears.values():
         module.support_avx512bf16_for_cpu = True  # as bitsandbytes sets it on such a CPU
     generic = set(keep_unpackable_nf4_layers_generic(q.model))
@@ -174,6 +175,8 @@ def test_nf4_layers_bitsandbytes_cannot_repack_for_its_cpu_kernel_take_the_gener
     assert generic == {
         f"model.layers.1.{n}" for n in ("self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.down_proj")
     }
+    for name, module in linears.items():  # back to what this CPU runs (the kernel only where it exists)
+        module.support_avx512bf16_for_cpu = on_this_cpu[name] and name not in generic
     assert logits(q.model).isfinite().all()
 
 
