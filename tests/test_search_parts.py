@@ -251,7 +251,7 @@ def test_search_workers_on_a_multi_gpu_machine_take_one_gpu_each(monkeypatch):
 
 def test_survivors_from_the_first_fronts_only_equal_those_of_a_full_ranking():
     """select_survivors peels fronts only until it has enough rows: the same choice as ranking every row."""
-    from nas.search.evolution import crowding_distance, non_dominated_ranks, select_survivors
+    from nas.search.evolution import non_dominated_ranks, select_survivors
     from nas.search.pareto import pareto_mask
 
     rng = np.random.default_rng(0)
@@ -261,9 +261,34 @@ def test_survivors_from_the_first_fronts_only_equal_those_of_a_full_ranking():
         crowding = np.zeros(n)
         for r in np.unique(ranks):
             members = np.flatnonzero(ranks == r)
-            crowding[members] = crowding_distance(loss[members])
+            crowding[members] = _textbook_crowding(loss[members])
         assert np.array_equal(select_survivors(loss, count), np.lexsort((-crowding, ranks))[:count])
         assert np.array_equal(ranks == 0, pareto_mask(loss))
+
+
+def _textbook_crowding(loss: np.ndarray) -> np.ndarray:
+    """Deb's crowding distance as his reference code states it: one sort per column of one set."""
+    n, k = loss.shape
+    if n <= 2:
+        return np.full(n, np.inf)
+    distance = np.zeros(n)
+    for j in range(k):
+        order = np.argsort(loss[:, j], kind="stable")
+        span = loss[order[-1], j] - loss[order[0], j]
+        distance[order[[0, -1]]] = np.inf
+        if span > 0:
+            distance[order[1:-1]] += (loss[order[2:], j] - loss[order[:-2], j]) / span
+    return distance
+
+
+def test_crowding_distance_equals_the_textbook_one():
+    rng = np.random.default_rng(4)
+    for case in range(200):
+        n, k = int(rng.integers(0, 60)), int(rng.integers(1, 4))
+        loss = np.round(rng.random((n, k)), 1) if case % 2 else rng.random((n, k))  # ties, or none
+        if case % 9 == 0 and n:
+            loss[rng.random(n) < 0.1, 0] = np.nan
+        assert np.array_equal(crowding_distance(loss), _textbook_crowding(loss), equal_nan=True), case
 
 
 def _full_ranking_survivors(loss: np.ndarray, count: int) -> np.ndarray:
@@ -272,7 +297,7 @@ def _full_ranking_survivors(loss: np.ndarray, count: int) -> np.ndarray:
     crowding = np.zeros(len(loss))
     for r in np.unique(ranks):
         members = np.flatnonzero(ranks == r)
-        crowding[members] = crowding_distance(loss[members])
+        crowding[members] = _textbook_crowding(loss[members])
     return np.lexsort((-crowding, ranks))[:count]
 
 

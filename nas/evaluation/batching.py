@@ -21,7 +21,7 @@ class Batch:
     Attributes:
         input_ids, position_ids: [B, T]; position ids continue after the prefix, if any.
         branch: [B, T]; 0 shared, i + 1 request i's branch, -1 padding.
-        score_row, score_col, score_target: [N] where each scored position is and what it must predict.
+        score_target: [N] the token each scored position must predict.
         request_ids: [N] the global request number of each scored position.
         hidden_index: [U] the distinct scored positions, as indices into the flattened [B * T] positions: choices
             scored at one position (MMLU's " A".." D" after one context) read one hidden state and one head row.
@@ -32,8 +32,6 @@ class Batch:
     input_ids: torch.Tensor
     position_ids: torch.Tensor
     branch: torch.Tensor
-    score_row: torch.Tensor
-    score_col: torch.Tensor
     score_target: torch.Tensor
     request_ids: torch.Tensor
     hidden_index: torch.Tensor
@@ -50,8 +48,8 @@ class Batch:
         return 0 if self.prefix is None else int(self.prefix.numel())
 
     def to(self, device: torch.device | str) -> Batch:
-        tensors = [self.input_ids, self.position_ids, self.branch, self.score_row, self.score_col]
-        tensors += [self.score_target, self.request_ids, self.hidden_index, self.score_hidden]
+        tensors = [self.input_ids, self.position_ids, self.branch, self.score_target, self.request_ids]
+        tensors += [self.hidden_index, self.score_hidden]
         prefix = None if self.prefix is None else self.prefix.to(device)
         return Batch(*(t.to(device) for t in tensors), prefix=prefix)  # type: ignore[misc]
 
@@ -105,32 +103,26 @@ def _collate(rows: Sequence[PackedRow], offsets: Sequence[int], prefix: torch.Te
     input_ids = torch.zeros(count, size, dtype=torch.long)
     position_ids = torch.zeros(count, size, dtype=torch.long)
     branch = torch.full((count, size), -1, dtype=torch.long)
-    score_row: list[int] = []
-    score_col: list[int] = []
     score_target: list[int] = []
     request_ids: list[int] = []
+    distinct: dict[int, int] = {}  # flat position b * size + column -> its number among the distinct scored ones
+    score_hidden: list[int] = []
     for b, (row, offset) in enumerate(zip(rows, offsets)):
         n = len(row)
         input_ids[b, :n] = torch.tensor(row.tokens)
         position_ids[b, :n] = torch.tensor(row.positions)
         branch[b, :n] = torch.tensor(row.branch)
-        score_row.extend([b] * len(row.score_index))
-        score_col.extend(row.score_index)
+        score_hidden.extend(distinct.setdefault(b * size + column, len(distinct)) for column in row.score_index)
         score_target.extend(row.score_target)
         request_ids.extend(offset + r for r in row.score_request)
 
     def as_long(values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long)
 
-    distinct: dict[int, int] = {}  # flat position -> its number among the distinct scored positions
-    score_hidden = [distinct.setdefault(r * size + c, len(distinct)) for r, c in zip(score_row, score_col)]
-
     return Batch(
         input_ids,
         position_ids,
         branch,
-        as_long(score_row),
-        as_long(score_col),
         as_long(score_target),
         as_long(request_ids),
         as_long(list(distinct)),

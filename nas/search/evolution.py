@@ -23,17 +23,7 @@ def non_dominated_ranks(loss: np.ndarray) -> np.ndarray:
 
 def crowding_distance(loss: np.ndarray) -> np.ndarray:
     """Deb's crowding distance of each row within its set (boundary rows infinite)."""
-    n, k = loss.shape
-    distance = np.zeros(n)
-    if n <= 2:
-        return np.full(n, np.inf)
-    for j in range(k):
-        order = np.argsort(loss[:, j], kind="stable")
-        span = loss[order[-1], j] - loss[order[0], j]
-        distance[order[[0, -1]]] = np.inf
-        if span > 0:
-            distance[order[1:-1]] += (loss[order[2:], j] - loss[order[:-2], j]) / span
-    return distance
+    return _crowding_within_fronts(loss, np.zeros(len(loss), dtype=np.int64), 1)
 
 
 def select_survivors(loss: np.ndarray, count: int) -> np.ndarray:
@@ -55,16 +45,16 @@ def ranked_survivors(loss: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarr
 
 
 def _crowding_within_fronts(loss: np.ndarray, ranks: np.ndarray, fronts: int) -> np.ndarray:
-    """`crowding_distance` of each row within its front, for the rows of fronts below `fronts` (0 for the rest),
-    every front at once: one sort per column by (front, loss) instead of one per front and column. The same
-    arithmetic on each row in the same order (stable sorts: ties keep the rows' order, as within a front)."""
+    """Deb's crowding distance of each row within its front (fronts of one or two rows: infinite), for the rows of
+    fronts below `fronts` (0 for the rest), every front at once: one stable sort per column by (front, loss), ties in
+    row order, instead of one sort per front and column."""
     crowding = np.zeros(len(loss))
     rows = np.flatnonzero(ranks < fronts)
     if not len(rows):
         return crowding
     front = ranks[rows]
     sizes = np.bincount(front, minlength=fronts)
-    small = sizes[front] <= 2  # crowding_distance gives fronts of one or two rows infinity throughout
+    small = sizes[front] <= 2
     distance = np.zeros(len(rows))
     for j in range(loss.shape[1]):
         values = loss[rows, j]
