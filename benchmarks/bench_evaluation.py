@@ -1,12 +1,14 @@
 """Evaluation benchmark: our loop vs `lm_eval.simple_evaluate` + HFLM, on the same live sub-networks.
 
 Run: `.venv/bin/python benchmarks/bench_evaluation.py [--subnets 10] [--arc-limit 200] [--mmlu-limit 2]
-[--tasks arc_easy,mmlu,gsm8k] [--gen-limit 20]`
+[--tasks arc_easy,mmlu,gsm8k] [--gen-limit 20] [--rounds 1]`
 
 For each task (ARC-Easy, first `--arc-limit` test questions; MMLU 0-shot, first `--mmlu-limit` questions
 of each of the 57 subjects; any other lm-eval task by name, first `--gen-limit` items: GSM8K 5-shot with
 greedy generation, WikiText rolling log-likelihood) and each of `--subnets` seeded sub-networks of the
-LLaMA-NAS search space, back to back on one loaded SmolLM2-135M, interleaved (ours, lm-eval, ours, ...):
+LLaMA-NAS search space, back to back on one loaded SmolLM2-135M, interleaved (ours, lm-eval, ours, ...; with
+`--rounds N` each side evaluates each sub-network N times, which side goes first alternating, and the spread of the
+per-round ratios is printed):
 
 - ours: `Evaluator` (lm-eval's task definitions built once per process, outside the timing) `.evaluate`;
 - lm-eval: `simple_evaluate` with HFLM (batch 16) wrapping the same live model, on lm-eval's own task
@@ -86,7 +88,7 @@ def compare(mine: dict[str, Any], ref: dict[str, Any]) -> tuple[bool, float]:
     return same, float(np.max(np.abs(np.asarray(mine["lls"]) - np.asarray(lls))))
 
 
-def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any]) -> dict[str, Any]:
+def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any], rounds: int) -> dict[str, Any]:
     task = load_task(name, source="local")
     start = time.perf_counter()
     evaluator = Evaluator.for_model(model, tokenizer, [task], limit=limit, progress=False)
@@ -100,18 +102,24 @@ def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any
     mismatches = items = 0
     max_dll = 0.0
     for index, sub in enumerate(subs):
-        start = time.perf_counter()
-        ours = evaluator.evaluate(model, sub, with_items=True, checkpoint_id=f"bench-{index}")[name]
-        ours_s = time.perf_counter() - start
-        ours_forward = evaluator.last_timer.forward_s
-        before = sum(inside_theirs)
-        start = time.perf_counter()
-        with model.sub_network(sub):
-            output = run_reference(lm, [reference])[name]
-        theirs_s = time.perf_counter() - start
-        theirs_forward = sum(inside_theirs) - before
+        ours_s, theirs_s, ours_forward, theirs_forward = [], [], 0.0, 0.0
+        for round_ in range(rounds):
+            # Alternate which side goes first, so a slow minute of the machine falls on both alike.
+            for side in ("ours", "theirs") if (index + round_) % 2 == 0 else ("theirs", "ours"):
+                if side == "ours":
+                    start = time.perf_counter()
+                    ours = evaluator.evaluate(model, sub, with_items=True, checkpoint_id=f"bench-{index}-{round_}")
+                    ours_s.append(time.perf_counter() - start)
+                    ours_forward += evaluator.last_timer.forward_s
+                    continue
+                before = sum(inside_theirs)
+                start = time.perf_counter()
+                with model.sub_network(sub):
+                    output = run_reference(lm, [reference])[name]
+                theirs_s.append(time.perf_counter() - start)
+                theirs_forward += sum(inside_theirs) - before
         theirs = reference_items(output, reference)
-        for mine, ref in zip(ours.items, theirs, strict=True):
+        for mine, ref in zip(ours[name].items, theirs, strict=True):
             same, dll = compare(mine, ref)
             items += 1
             mismatches += not same
@@ -119,16 +127,20 @@ def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any
         rows.append(
             {
                 "sub": sub.describe(),
-                "score": ours.score,
-                "ours_s": ours_s,
-                "theirs_s": theirs_s,
+                "score": ours[name].score,
+                "ours_s": sum(ours_s),
+                "theirs_s": sum(theirs_s),
                 "ours_forward": ours_forward,
                 "theirs_forward": theirs_forward,
+                "round_ratios": [t / o for o, t in zip(ours_s, theirs_s)],
             }
         )
+        spread = (
+            "" if rounds == 1 else f" (rounds {min(rows[-1]['round_ratios']):.2f}-{max(rows[-1]['round_ratios']):.2f})"
+        )
         print(
-            f"  {name:8} sub {index}: {sub.describe():28}  {ours.metric} {ours.score:.3f}  "
-            f"ours {ours_s:6.1f} s  lm-eval {theirs_s:6.1f} s  ratio {theirs_s / ours_s:5.2f}",
+            f"  {name:8} sub {index}: {sub.describe():28}  {ours[name].metric} {ours[name].score:.3f}  "
+            f"ours {sum(ours_s):6.1f} s  lm-eval {sum(theirs_s):6.1f} s  ratio {sum(theirs_s) / sum(ours_s):5.2f}{spread}",
             flush=True,
         )
     return {
@@ -151,10 +163,15 @@ def report(result: dict[str, Any]) -> None:
     ours = sum(r["ours_s"] for r in rows)
     theirs = sum(r["theirs_s"] for r in rows)
     ratios = [r["theirs_s"] / r["ours_s"] for r in rows]
+    rounds = [ratio for r in rows for ratio in r["round_ratios"]]
     print(f"\n{result['task']}: {result['items']} items x {len(rows)} sub-networks")
     print(
         f"  wall-clock       ours {ours:8.1f} s   lm-eval {theirs:8.1f} s   speed-up {theirs / ours:.2f}x (median per sub-network {statistics.median(ratios):.2f}x)"
     )
+    if len(rounds) > len(rows):
+        print(
+            f"  per round        median {statistics.median(rounds):.2f}x, {min(rounds):.2f}-{max(rounds):.2f} over {len(rounds)} rounds"
+        )
     if not result["generative"]:
         print(
             f"  outside forward  ours {1 - sum(r['ours_forward'] for r in rows) / ours:8.1%}     lm-eval {1 - sum(r['theirs_forward'] for r in rows) / theirs:8.1%}"
@@ -182,6 +199,9 @@ def main() -> None:
     parser.add_argument("--gen-limit", type=int, default=20, help="items of any other task (GSM8K, WikiText, ...)")
     parser.add_argument("--tasks", default="arc_easy,mmlu")
     parser.add_argument(
+        "--rounds", type=int, default=1, help="evaluations per side and sub-network, the side going first alternating"
+    )
+    parser.add_argument(
         "--release-freed-memory",
         action="store_true",
         help="leave glibc's malloc as it is instead of keeping freed memory, as every command does",
@@ -199,7 +219,8 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     limits = {"arc_easy": args.arc_limit, "mmlu": args.mmlu_limit}
     results = [
-        bench_task(name, limits.get(name, args.gen_limit), model, tokenizer, subs) for name in args.tasks.split(",")
+        bench_task(name, limits.get(name, args.gen_limit), model, tokenizer, subs, args.rounds)
+        for name in args.tasks.split(",")
     ]
     for result in results:
         report(result)

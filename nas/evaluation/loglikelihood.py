@@ -6,7 +6,9 @@ every input token; and those positions are gathered over batches and put through
 (`HEAD_ROWS` at a time): a batch of MMLU questions scores one position per question, and the head's
 product for 4-12 rows ran at a seventh of the speed of one for a few hundred, its weight read every time. Log-softmax runs in float32 over the full vocabulary, as lm-eval's HFLM does for
 fp32 models; "greedy" is lm-eval's `is_greedy`: every target token is the argmax at its position.
-A batch's shared prefix runs once per evaluation; its KV cache is expanded over the batch's rows.
+A batch's shared prefix runs once per evaluation; its KV cache is expanded over the batch's rows. The decoder pass
+of Llama-family models is `scored_pass.scored_hidden_states` (its last layer only at the scored positions); other
+models run transformers' decoder and the hidden states are gathered from its output.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 from nas.errors import NASError
 from nas.evaluation.batching import Batch
 from nas.evaluation.hf_compat import cache_kwargs, cache_of
+from nas.evaluation.scored_pass import KV, scored_hidden_states, supports_scored_pass
 
 
 @dataclass
@@ -49,9 +52,6 @@ def _separable_head(model: Any) -> bool:
     return hasattr(model, "get_decoder") and model.get_output_embeddings() is not None
 
 
-KV = list[tuple[torch.Tensor, torch.Tensor]]
-
-
 def _prefix_kv(model: Any, prefix: torch.Tensor) -> KV:
     """Per-layer keys and values of the shared prefix, [1, kv_heads, P, head_dim] each."""
     positions = torch.arange(prefix.numel(), device=prefix.device)[None]
@@ -60,10 +60,13 @@ def _prefix_kv(model: Any, prefix: torch.Tensor) -> KV:
     return [(layer.keys, layer.values) for layer in cache_of(out).layers if layer.is_initialized]
 
 
-def _lend(model: Any, kv: KV, rows: int) -> dict[str, Any]:
-    """The prefix's KV cache expanded over `rows` rows, as the decoder's cache argument."""
+def _lent(model: Any, kv: KV | None, batch: Batch) -> dict[str, Any]:
+    """The prefix's KV cache expanded over the batch's rows, as the decoder's cache argument ({} without a prefix)."""
     from transformers import DynamicCache
 
+    if kv is None:
+        return {}
+    rows = batch.input_ids.shape[0]
     lent = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv])
     return cache_kwargs(model.get_decoder(), lent)
 
@@ -153,6 +156,7 @@ def score_batches(
     scores = _Scores(num_requests, device)
     hf_model: Any = model  # a transformers model: its head and decoder are reached by their getters
     pending = _PendingHead(hf_model.get_output_embeddings(), scores) if _separable_head(model) else None
+    scored_pass = pending is not None and supports_scored_pass(model)
     start = time.perf_counter()
     prefix_of: Any = None  # the CPU prefix tensor whose KV cache `kv` holds (batches of a group share it)
     kv: KV | None = None
@@ -172,16 +176,20 @@ def score_batches(
             prefix_of, kv = stored.prefix, timed(_prefix_kv, model, batch.prefix)
         # Masks and the lent cache are bookkeeping: built outside the timed region.
         mask = batch.attention_mask(dtype)
-        lent = _lend(model, kv, batch.input_ids.shape[0]) if stored.prefix is not None and kv is not None else {}
+        prefix_kv = kv if stored.prefix is not None else None
         if timer is not None:
             timer.tokens += batch.num_tokens
             timer.forwards += 1
-        if pending is not None:
-            pending.add(timed(_scored_hidden, model, batch, mask, lent), batch)
-            if pending.full():
-                timed(pending.flush)
+        if pending is None:
+            timed(_score_full_forward, model, batch, mask, _lent(model, prefix_kv, batch), scores)
+            continue
+        if scored_pass:
+            hidden = timed(scored_hidden_states, model, batch, mask, prefix_kv)
         else:
-            timed(_score_full_forward, model, batch, mask, lent, scores)
+            hidden = timed(_scored_hidden, model, batch, mask, _lent(model, prefix_kv, batch))
+        pending.add(hidden, batch)
+        if pending.full():
+            timed(pending.flush)
     if pending is not None:
         timed(pending.flush)
     result = scores.lls.cpu().numpy(), (scores.misses == 0).cpu().numpy()

@@ -1,0 +1,162 @@
+"""The evaluation's decoder pass for Llama-family models: hidden states at the scored positions only.
+
+Hugging Face's forward computes every position of every layer; the evaluation reads a few positions per row
+(MMLU: one, where " A".." D" are scored). Only the last decoder layer can be cut to them: each earlier layer feeds
+the next one's keys and values at every position, but the last layer's queries, attention output, MLP and the
+final norm matter only where a score is read. That layer here projects keys and values at every position and does
+the rest at the scored positions (SmolLM2-135M: 94% of a layer's FLOPs skipped for a row scored once).
+
+The other layers call the same modules in the same order as transformers' Llama, Mistral and Qwen2 decoder layers,
+without their copies: on CPU, grouped-query attention through SDPA's `enable_gqa` instead of keys and values
+repeated per query head; the rotary embedding's sign folded into `sin` once per batch instead of a negated half per
+layer and tensor; the MLP's activation and product in place. With the last layer run whole, these layers gave the
+same bits as transformers' on SmolLM2-135M's MMLU batches (an AVX-512 CPU); the last layer's attention over fewer
+queries rounds differently (|d hidden| up to 4e-6 there). Tests hold it to transformers' decoder within 1e-5.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import SiLUActivation
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+from transformers.models.mistral.modeling_mistral import MistralDecoderLayer
+from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
+
+from nas.evaluation.batching import Batch
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]
+
+# Decoder layers that compute what `_layer` does (Mistral's and Qwen2's are Llama's; Qwen2's q/k/v biases are in
+# its projection modules). A 4-D mask reaches every layer as given, sliding-window layers included.
+SUPPORTED_LAYERS = (LlamaDecoderLayer, MistralDecoderLayer, Qwen2DecoderLayer)
+
+
+def supports_scored_pass(model: Any) -> bool:
+    """Whether `scored_hidden_states` computes what the model's own decoder would, for this model."""
+    # Eager attention softmaxes in float32 whatever the dtype; SDPA is what this pass runs.
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) != "sdpa":
+        return False
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if not all(hasattr(decoder, name) for name in ("embed_tokens", "rotary_emb", "layers", "norm", "config")):
+        return False
+    # A wrapped layer (activation checkpointing, FSDP) must run through its wrapper.
+    return all(type(layer) in SUPPORTED_LAYERS for layer in _active_layers(decoder))
+
+
+def _active_layers(decoder: Any) -> list[nn.Module]:
+    # What transformers' decoder iterates (an elastic layer list yields only the sub-network's layers).
+    return list(decoder.layers[: decoder.config.num_hidden_layers])
+
+
+class _Rotary:
+    """A batch's rotary embedding for [B, T, heads, head_dim] tensors: `x * cos + rotate_half(x) * sin` with the
+    rotation's sign folded into `sin` (-x2 * s1 == x2 * -s1 exactly)."""
+
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        half = sin.shape[-1] // 2
+        self.cos = cos[:, :, None]
+        self.sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)[:, :, None]
+
+    def at(self, rows: torch.Tensor, slots: torch.Tensor, flat: torch.Tensor) -> _Rotary:
+        """The embedding of the flat positions `flat`, laid out as [B, slots, 1, head_dim] at (`rows`, `slots`)."""
+        picked = object.__new__(_Rotary)
+        for name in ("cos", "sin"):
+            full = getattr(self, name)
+            values = full.flatten(0, 1)[flat]
+            laid = full.new_zeros(full.shape[0], int(slots.max()) + 1, *full.shape[2:])
+            laid[rows, slots] = values
+            setattr(picked, name, laid)
+        return picked
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        out = x * self.cos
+        out += torch.cat((x[..., half:], x[..., :half]), dim=-1) * self.sin
+        return out
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """SDPA of [B, H, Q, d] queries over [B, KH, S, d] keys and values with an additive mask."""
+    if q.device.type == "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+    # Elsewhere SDPA's masked kernels take no grouped heads (transformers repeats them too).
+    groups = q.shape[1] // k.shape[1]
+    k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+def _mlp(mlp: Any, x: torch.Tensor) -> torch.Tensor:
+    gate = mlp.gate_proj(x)
+    if isinstance(mlp.act_fn, SiLUActivation | nn.SiLU):
+        F.silu(gate, inplace=True)
+    else:
+        gate = mlp.act_fn(gate)
+    gate.mul_(mlp.up_proj(x))
+    return mlp.down_proj(gate)
+
+
+def _keys_values(attention: Any, x: torch.Tensor, rotary: _Rotary, prefix: tuple | None) -> tuple:
+    """The layer's keys (rotated) and values, [B, KH, P + T, d], after the prefix's if one is lent."""
+    shape = (*x.shape[:2], -1, attention.head_dim)
+    k = rotary(attention.k_proj(x).view(shape)).transpose(1, 2)
+    v = attention.v_proj(x).view(shape).transpose(1, 2)
+    if prefix is not None:
+        k, v = torch.cat((prefix[0], k), dim=2), torch.cat((prefix[1], v), dim=2)
+    return k, v
+
+
+def _layer(layer: Any, h: torch.Tensor, rotary: _Rotary, mask: torch.Tensor, prefix: tuple | None) -> Any:
+    attention = layer.self_attn
+    x = layer.input_layernorm(h)
+    k, v = _keys_values(attention, x, rotary, prefix)
+    q = rotary(attention.q_proj(x).view(*x.shape[:2], -1, attention.head_dim)).transpose(1, 2)
+    o = _attention(q, k, v, mask, attention.scaling).transpose(1, 2).reshape(*x.shape[:2], -1)
+    h = h + attention.o_proj(o)
+    return h + _mlp(layer.mlp, layer.post_attention_layernorm(h))
+
+
+def _last_layer(
+    layer: Any, h: torch.Tensor, rotary: _Rotary, mask: torch.Tensor, prefix: tuple | None, flat: torch.Tensor
+) -> torch.Tensor:
+    """The last layer at the flat positions `flat` only (keys and values at every position)."""
+    attention = layer.self_attn
+    count, width = h.shape[:2]
+    x = layer.input_layernorm(h)
+    k, v = _keys_values(attention, x, rotary, prefix)
+    # The scored positions of each row as that row's queries: [B, Q, ...], Q the most any row has; rows come in
+    # order in `flat`, so a position's slot is its rank within its row. Unused slots see every key (no NaN).
+    rows = torch.div(flat, width, rounding_mode="floor")
+    per_row = torch.bincount(rows, minlength=count)
+    slots = torch.arange(len(flat), device=flat.device) - (torch.cumsum(per_row, 0) - per_row)[rows]
+    query_mask = mask.new_zeros(count, 1, int(per_row.max()), mask.shape[-1])
+    query_mask[rows, 0, slots] = mask[:, 0].flatten(0, 1)[flat]
+    x_scored = x.flatten(0, 1)[flat]
+    q = attention.q_proj(x_scored).view(len(flat), -1, attention.head_dim)
+    laid = q.new_zeros(count, query_mask.shape[2], *q.shape[1:])
+    laid[rows, slots] = q
+    q = rotary.at(rows, slots, flat)(laid).transpose(1, 2)
+    o = _attention(q, k, v, query_mask, attention.scaling).transpose(1, 2)[rows, slots].flatten(1)
+    h_scored = h.flatten(0, 1)[flat] + attention.o_proj(o)
+    return h_scored + _mlp(layer.mlp, layer.post_attention_layernorm(h_scored))
+
+
+def scored_hidden_states(model: Any, batch: Batch, mask: torch.Tensor, prefix_kv: KV | None) -> torch.Tensor:
+    """The final-norm hidden states at `batch.hidden_index` (flat positions), [U, hidden]: what the model's decoder
+    returns there. `prefix_kv`: the batch prefix's per-layer keys and values, [1, KH, P, d] (see `loglikelihood`)."""
+    decoder = model.get_decoder()
+    layers = _active_layers(decoder)
+    h = decoder.embed_tokens(batch.input_ids)
+    rotary = _Rotary(*decoder.rotary_emb(h, batch.position_ids))
+    rows = batch.input_ids.shape[0]
+    lent: list[tuple | None] = [None] * len(layers)
+    if prefix_kv is not None:
+        lent = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix_kv]
+    for layer, prefix in zip(layers[:-1], lent):
+        h = _layer(layer, h, rotary, mask, prefix)
+    if not layers:
+        return decoder.norm(h.flatten(0, 1)[batch.hidden_index])
+    return decoder.norm(_last_layer(layers[-1], h, rotary, mask, lent[-1], batch.hidden_index))
