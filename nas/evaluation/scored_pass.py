@@ -4,7 +4,8 @@ Hugging Face's forward computes every position of every layer; the evaluation re
 (MMLU: one, where " A".." D" are scored). Only the last decoder layer can be cut to them: each earlier layer feeds
 the next one's keys and values at every position, but the last layer's queries, attention output, MLP and the
 final norm matter only where a score is read. That layer here projects keys and values at every position and does
-the rest at the scored positions (SmolLM2-135M: 94% of a layer's FLOPs skipped for a row scored once).
+the rest at the scored positions only (on SmolLM2-135M that rest is 94% of a layer's FLOPs per position; an MMLU row
+scores one position of about a hundred).
 
 The other layers call the same modules in the same order as transformers' Llama, Mistral and Qwen2 decoder layers,
 without their copies: on CPU, grouped-query attention through SDPA's `enable_gqa` instead of keys and values
