@@ -207,6 +207,8 @@ def main() -> None:
         help="leave glibc's malloc as it is instead of keeping freed memory, as every command does",
     )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1.")
     # Process-wide: both sides run under the same allocator settings.
     print(f"freed host memory kept for reuse: {not args.release_freed_memory and keep_freed_memory()}")
     torch.set_num_threads(args.threads)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from nas.errors import NASError
 from nas.evaluation.batching import Batch
 from nas.evaluation.hf_compat import cache_kwargs, cache_of
-from nas.evaluation.scored_pass import KV, scored_hidden_states, supports_scored_pass
+from nas.evaluation.scored_pass import KV, expand_prefix, scored_hidden_states, supports_scored_pass
 
 
 @dataclass
@@ -66,8 +66,7 @@ def _lent(model: Any, kv: KV | None, batch: Batch) -> dict[str, Any]:
 
     if kv is None:
         return {}
-    rows = batch.input_ids.shape[0]
-    lent = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv])
+    lent = DynamicCache(ddp_cache_data=expand_prefix(kv, batch.input_ids.shape[0]))
     return cache_kwargs(model.get_decoder(), lent)
 
 

@@ -45,12 +45,42 @@ def supports_scored_pass(model: Any) -> bool:
     if not all(hasattr(decoder, name) for name in ("embed_tokens", "rotary_emb", "layers", "norm", "config")):
         return False
     # A wrapped layer (activation checkpointing, FSDP) must run through its wrapper.
-    return all(type(layer) in SUPPORTED_LAYERS for layer in _active_layers(decoder))
+    layers = _active_layers(decoder)
+    return bool(layers) and all(type(layer) in SUPPORTED_LAYERS for layer in layers)
 
 
 def _active_layers(decoder: Any) -> list[nn.Module]:
     # What transformers' decoder iterates (an elastic layer list yields only the sub-network's layers).
     return list(decoder.layers[: decoder.config.num_hidden_layers])
+
+
+def expand_prefix(kv: KV, rows: int) -> KV:
+    """The prefix's per-layer keys and values, [1, KH, P, d], as views over `rows` rows."""
+    return [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv]
+
+
+class _RowSlots:
+    """Flat positions of a [B, T] batch laid out per row: [B, Q, ...], Q the most positions any row has.
+
+    Positions come grouped by row (as `Batch.hidden_index` numbers them), so a position's slot is its rank within
+    its row; unused slots are zeros."""
+
+    def __init__(self, flat: torch.Tensor, count: int, width: int) -> None:
+        self.flat, self.count = flat, count
+        self.rows = torch.div(flat, width, rounding_mode="floor")
+        per_row = torch.bincount(self.rows, minlength=count)
+        self.slots = torch.arange(len(flat), device=flat.device) - (torch.cumsum(per_row, 0) - per_row)[self.rows]
+        self.width = int(per_row.max())
+
+    def lay_out(self, values: torch.Tensor) -> torch.Tensor:
+        """[U, ...] values of the positions, as [B, Q, ...]."""
+        laid = values.new_zeros(self.count, self.width, *values.shape[1:])
+        laid[self.rows, self.slots] = values
+        return laid
+
+    def pick(self, laid: torch.Tensor) -> torch.Tensor:
+        """[B, Q, ...] back to the positions' [U, ...]."""
+        return laid[self.rows, self.slots]
 
 
 class _Rotary:
@@ -62,15 +92,11 @@ class _Rotary:
         self.cos = cos[:, :, None]
         self.sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)[:, :, None]
 
-    def at(self, rows: torch.Tensor, slots: torch.Tensor, flat: torch.Tensor) -> _Rotary:
-        """The embedding of the flat positions `flat`, laid out as [B, slots, 1, head_dim] at (`rows`, `slots`)."""
+    def at(self, positions: _RowSlots) -> _Rotary:
+        """The embedding of `positions`, laid out per row as [B, Q, 1, head_dim]."""
         picked = object.__new__(_Rotary)
         for name in ("cos", "sin"):
-            full = getattr(self, name)
-            values = full.flatten(0, 1)[flat]
-            laid = full.new_zeros(full.shape[0], int(slots.max()) + 1, *full.shape[2:])
-            laid[rows, slots] = values
-            setattr(picked, name, laid)
+            setattr(picked, name, positions.lay_out(getattr(self, name).flatten(0, 1)[positions.flat]))
         return picked
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,22 +151,14 @@ def _last_layer(
 ) -> torch.Tensor:
     """The last layer at the flat positions `flat` only (keys and values at every position)."""
     attention = layer.self_attn
-    count, width = h.shape[:2]
     x = layer.input_layernorm(h)
     k, v = _keys_values(attention, x, rotary, prefix)
-    # The scored positions of each row as that row's queries: [B, Q, ...], Q the most any row has; rows come in
-    # order in `flat`, so a position's slot is its rank within its row. Unused slots see every key (no NaN).
-    rows = torch.div(flat, width, rounding_mode="floor")
-    per_row = torch.bincount(rows, minlength=count)
-    slots = torch.arange(len(flat), device=flat.device) - (torch.cumsum(per_row, 0) - per_row)[rows]
-    query_mask = mask.new_zeros(count, 1, int(per_row.max()), mask.shape[-1])
-    query_mask[rows, 0, slots] = mask[:, 0].flatten(0, 1)[flat]
-    x_scored = x.flatten(0, 1)[flat]
-    q = attention.q_proj(x_scored).view(len(flat), -1, attention.head_dim)
-    laid = q.new_zeros(count, query_mask.shape[2], *q.shape[1:])
-    laid[rows, slots] = q
-    q = rotary.at(rows, slots, flat)(laid).transpose(1, 2)
-    o = _attention(q, k, v, query_mask, attention.scaling).transpose(1, 2)[rows, slots].flatten(1)
+    # Each row's scored positions are that row's queries; unused slots see every key (no NaN).
+    positions = _RowSlots(flat, *h.shape[:2])
+    query_mask = positions.lay_out(mask[:, 0].flatten(0, 1)[flat])[:, None]
+    q = attention.q_proj(x.flatten(0, 1)[flat]).view(len(flat), -1, attention.head_dim)
+    q = rotary.at(positions)(positions.lay_out(q)).transpose(1, 2)
+    o = positions.pick(_attention(q, k, v, query_mask, attention.scaling).transpose(1, 2)).flatten(1)
     h_scored = h.flatten(0, 1)[flat] + attention.o_proj(o)
     return h_scored + _mlp(layer.mlp, layer.post_attention_layernorm(h_scored))
 
@@ -152,12 +170,7 @@ def scored_hidden_states(model: Any, batch: Batch, mask: torch.Tensor, prefix_kv
     layers = _active_layers(decoder)
     h = decoder.embed_tokens(batch.input_ids)
     rotary = _Rotary(*decoder.rotary_emb(h, batch.position_ids))
-    rows = batch.input_ids.shape[0]
-    lent: list[tuple | None] = [None] * len(layers)
-    if prefix_kv is not None:
-        lent = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix_kv]
+    lent: list[Any] = [None] * len(layers) if prefix_kv is None else expand_prefix(prefix_kv, h.shape[0])
     for layer, prefix in zip(layers[:-1], lent):
         h = _layer(layer, h, rotary, mask, prefix)
-    if not layers:
-        return decoder.norm(h.flatten(0, 1)[batch.hidden_index])
     return decoder.norm(_last_layer(layers[-1], h, rotary, mask, lent[-1], batch.hidden_index))
