@@ -15,7 +15,7 @@ from nas.evaluation import loglikelihood
 from nas.evaluation.batching import Batch, make_batches
 from nas.evaluation.packing import pack, split_group_prefix
 from nas.evaluation.requests import EncodedRequest
-from nas.evaluation.scored_pass import scored_hidden_states, supports_scored_pass
+from nas.evaluation.scored_pass import KEY_ALIGN, key_gap, scored_hidden_states, supports_scored_pass
 from nas.supernet.subnetwork import SubNetwork
 
 SUBS = {
@@ -59,12 +59,15 @@ def test_scored_pass_gives_the_decoders_hidden_states(architecture, with_prefix)
     assert supports_scored_pass(model)
     batches = batches_of(documents(seed=len(architecture), vocab=model.config.vocab_size), with_prefix)
     assert len(batches) > 2 and any(len(b.hidden_index) < b.input_ids.numel() for b in batches)
+    # Closed keys round every batch's key length up; some batches need them.
+    assert any(key_gap(b) for b in batches)
+    assert all((b.prefix_length + key_gap(b) + b.input_ids.shape[1]) % KEY_ALIGN == 0 for b in batches)
     for name, sub in SUBS.items():
         with torch.inference_mode(), model.sub_network(sub) if sub is not None else torch.no_grad():
             kv = loglikelihood._prefix_kv(model, batches[0].prefix) if with_prefix else None
             for batch in batches:
                 mask = batch.attention_mask(torch.float32)
-                ours = scored_hidden_states(model, batch, mask, kv)
+                ours = scored_hidden_states(model, batch, kv)
                 theirs = transformers_hidden(model, batch, mask, kv)
                 assert ours.shape == theirs.shape
                 torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5, msg=f"{architecture}, {name}")
@@ -79,12 +82,12 @@ def test_every_position_scored_like_a_rolling_window():
         for tokens in ([rng.randrange(3, 200) for _ in range(n)] for n in (40, 33, 17))
     ]
     rows = [pack([w]) for w in windows]
-    (batch,) = make_batches(rows, [0, 1, 2], batch_tokens=1000)
+    (batch,) = make_batches(rows, [0, 1, 2], batch_tokens=1000, forward_cost=1000)  # one padded batch
     assert len(batch.hidden_index) == sum(len(w.inputs) for w in windows)  # every position
     with torch.inference_mode(), model.sub_network(SUBS["dropped layers, narrow MLPs, fewer heads"]):
         mask = batch.attention_mask(torch.float32)
         torch.testing.assert_close(
-            scored_hidden_states(model, batch, mask, None), transformers_hidden(model, batch, mask, None)
+            scored_hidden_states(model, batch, None), transformers_hidden(model, batch, mask, None)
         )
 
 
@@ -100,7 +103,7 @@ def test_last_layer_runs_its_mlp_on_the_scored_positions_only():
     ]
     try:
         with torch.inference_mode():
-            scored_hidden_states(model, batch, batch.attention_mask(torch.float32), None)
+            scored_hidden_states(model, batch, None)
     finally:
         for hook in hooks:
             hook.remove()
@@ -114,7 +117,7 @@ def test_bfloat16_stays_within_its_rounding():
     batch = batches_of(documents(seed=2, vocab=model.config.vocab_size), with_prefix=False)[0]
     with torch.inference_mode():
         mask = batch.attention_mask(torch.bfloat16)
-        ours = scored_hidden_states(model, batch, mask, None).float()
+        ours = scored_hidden_states(model, batch, None).float()
         theirs = transformers_hidden(model, batch, mask, None).float()
     torch.testing.assert_close(ours, theirs, rtol=0.05, atol=0.05)
 

@@ -166,7 +166,7 @@ class BuiltTask:
             self._batches[key] = [
                 batch
                 for g in self.plan(forward_cost)
-                for batch in make_batches(g.rows, g.offsets, batch_tokens, max_batch_size, g.prefix)
+                for batch in make_batches(g.rows, g.offsets, batch_tokens, max_batch_size, g.prefix, forward_cost)
             ]
         return self._batches[key]
 

@@ -173,19 +173,20 @@ def score_batches(
         batch = stored.to(device)
         if stored.prefix is not None and stored.prefix is not prefix_of:
             prefix_of, kv = stored.prefix, timed(_prefix_kv, model, batch.prefix)
-        # Masks and the lent cache are bookkeeping: built outside the timed region.
-        mask = batch.attention_mask(dtype)
         prefix_kv = kv if stored.prefix is not None else None
         if timer is not None:
             timer.tokens += batch.num_tokens
             timer.forwards += 1
-        if pending is None:
-            timed(_score_full_forward, model, batch, mask, _lent(model, prefix_kv, batch), scores)
-            continue
         if scored_pass:
-            hidden = timed(scored_hidden_states, model, batch, mask, prefix_kv)
+            hidden = timed(scored_hidden_states, model, batch, prefix_kv)  # builds its own mask
         else:
-            hidden = timed(_scored_hidden, model, batch, mask, _lent(model, prefix_kv, batch))
+            # Masks and the lent cache are bookkeeping: built outside the timed region.
+            mask, lent = batch.attention_mask(dtype), _lent(model, prefix_kv, batch)
+            if pending is None:
+                timed(_score_full_forward, model, batch, mask, lent, scores)
+                continue
+            hidden = timed(_scored_hidden, model, batch, mask, lent)
+        assert pending is not None  # the scored pass runs only with a separable head
         pending.add(hidden, batch)
         if pending.full():
             timed(pending.flush)
