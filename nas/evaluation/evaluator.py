@@ -50,7 +50,7 @@ class Evaluator:
             is the item set drawn from: scored (the split lm-eval scores), search or confirm (disjoint).
         data_dir: the offline data folder (None: `$NAS_DATA_DIR`, else ../shared/data).
         batch_tokens: padded tokens per forward pass (batch size x longest row); None: 512 on CPU
-            (larger batches do not run faster there and pad more), 16384 on CUDA.
+            (larger batches do not run faster there), 16384 on CUDA.
         max_batch_size: rows per forward pass at most.
         share_prefix: read each document's context once for all its choices, and a prefix common to a
             whole group (MMLU subject, TruthfulQA's primer) or to all rows once per evaluation where that
@@ -58,7 +58,8 @@ class Evaluator:
             every request alone).
         min_group_prefix: shortest group prefix (tokens) considered for running once per evaluation.
         forward_cost: what one more forward pass costs, in tokens of a batch, to decide which prefixes
-            pay (`built_task.plan_prefixes`); None: 16 on CPU (measured), 1024 on CUDA.
+            pay (`built_task.plan_prefixes`) and where batches are cut (`batching.cheapest_cuts`); None: 16 on
+            CPU (measured), 1024 on CUDA.
         generation_batch_tokens: padded context tokens per batch of `generate_until` requests.
         generation_batch_size: rows per batch of `generate_until` requests at most.
         max_gen_toks: generated tokens at most where a task does not say (HFLM's default, 256).
