@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -28,6 +29,8 @@ def test_json_round_trip_and_hash():
     assert hash(again) == hash(sub)
     assert isinstance(again.layers, tuple)
     assert {sub: 1}[again] == 1
+    # Every field, as lists, in the JSON (the mapping is written out, not derived from the fields).
+    assert sub.to_dict() == {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(sub).items()}
 
 
 def test_save_and_load(tmp_path):

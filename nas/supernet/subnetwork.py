@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import numbers
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -199,8 +199,14 @@ class SubNetwork:
     # --- serialisation -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        # Written out: `dataclasses.asdict` deep-copies every number, 0.1 ms a call with 30 layers (search trials
+        # serialise each sub-network several times).
+        return {
+            "layers": list(self.layers),
+            "mlp_sizes": list(self.mlp_sizes),
+            "num_heads": list(self.num_heads),
+            "hidden_size": self.hidden_size,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
