@@ -107,18 +107,18 @@ def cheapest_cuts(lengths: Sequence[int], batch_tokens: int, max_batch_size: int
     rows 3.1% (two questions per subject) and ARC-Easy's 6.7%; these cuts pad them 1.5% and 2.4%.
     """
     count = len(lengths)
-    cost = [0] + [0] * count  # cost[i]: cheapest batching of the first i rows
+    cost = [0] * (count + 1)  # cost[i]: cheapest batching of the first i rows
     back = [0] * (count + 1)  # back[i]: where the last batch of that batching starts
     for end in range(1, count + 1):
-        best, best_start = None, end - 1
-        for start in range(end - 1, max(end - max_batch_size, 0) - 1, -1):
+        # A row alone is always allowed; then batches ending here that start at longer and longer rows.
+        cost[end], back[end] = cost[end - 1] + lengths[end - 1] + forward_cost, end - 1
+        for start in range(end - 2, max(end - max_batch_size, 0) - 1, -1):
             padded = (end - start) * lengths[start]
-            if padded > batch_tokens and end - start > 1:
-                break  # longer batches start at longer rows: all over the budget
+            if padded > batch_tokens:
+                break  # batches starting earlier are longer and start at longer rows: all over the budget
             candidate = cost[start] + padded + forward_cost
-            if best is None or candidate < best:
-                best, best_start = candidate, start
-        cost[end], back[end] = best, best_start  # type: ignore[assignment]
+            if candidate < cost[end]:
+                cost[end], back[end] = candidate, start
     cuts = [count]
     while cuts[-1] > 0:
         cuts.append(back[cuts[-1]])
