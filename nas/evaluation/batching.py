@@ -14,6 +14,12 @@ import torch
 
 from nas.evaluation.packing import PackedRow
 
+# What one more forward pass costs, in tokens of a batch: it decides where batches are cut and which prefixes run
+# once (`built_task`'s module docstring has the CPU measurement). CUDA's is a guess (a small forward pass there is
+# mostly kernel launches), not measured.
+CPU_FORWARD_COST = 16
+CUDA_FORWARD_COST = 1024
+
 
 @dataclass
 class Batch:
@@ -78,7 +84,7 @@ def make_batches(
     batch_tokens: int,
     max_batch_size: int = 64,
     prefix: Sequence[int] = (),
-    forward_cost: int = 16,
+    forward_cost: int = CPU_FORWARD_COST,
 ) -> list[Batch]:
     """Sort rows longest first and cut them into the batches that cost least: padded tokens plus `forward_cost`
     per batch, each batch at most `batch_tokens` padded tokens and `max_batch_size` rows.
@@ -89,7 +95,7 @@ def make_batches(
         batch_tokens: budget of batch size x longest row; a longer row still gets a batch of its own.
         max_batch_size: cap on rows per batch.
         prefix: tokens all `rows` continue (already cut off them), run once per evaluation.
-        forward_cost: what one more forward pass costs, in tokens of a batch (see `built_task`).
+        forward_cost: what one more forward pass costs, in tokens of a batch.
     """
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
     prefix_tensor = torch.tensor(list(prefix), dtype=torch.long) if prefix else None

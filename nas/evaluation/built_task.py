@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.evaluation.batching import Batch, make_batches
+from nas.evaluation.batching import CPU_FORWARD_COST, Batch, make_batches
 from nas.evaluation.generation import GenerationRequest, Generator
 from nas.evaluation.lm_eval_tasks import LMEvalTree
 from nas.evaluation.packing import PackedRow, pack, split_group_prefix
@@ -36,10 +36,6 @@ from nas.evaluation.task import DocRequests, LMEvalTask, Selection, filter_names
 
 log = logging.getLogger(__name__)
 
-# What one more forward pass costs, in tokens of a batch (see the module docstring). CUDA's is a guess
-# (a small forward pass there is mostly kernel launches), not measured.
-CPU_FORWARD_COST = 16
-CUDA_FORWARD_COST = 1024
 # Shortest prefix shared by the pooled rows that runs once. ARC's two-token "Question:" would save 5% of
 # its tokens, but the log-likelihoods then drift from HFLM's up to 1e-3 (from 2e-4; SmolLM2-135M, four
 # sub-networks); MMLU's eleven-token header opening stays within 1e-4.

@@ -27,7 +27,8 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from nas.errors import NASError
-from nas.evaluation.built_task import CPU_FORWARD_COST, CUDA_FORWARD_COST, BuiltTask, build_task
+from nas.evaluation.batching import CPU_FORWARD_COST, CUDA_FORWARD_COST
+from nas.evaluation.built_task import BuiltTask, build_task
 from nas.evaluation.generation import DEFAULT_MAX_GEN_TOKS, Generator
 from nas.evaluation.lm_eval_results import lm_eval_layout
 from nas.evaluation.loglikelihood import ForwardTimer, score_batches

@@ -177,16 +177,16 @@ def score_batches(
         if timer is not None:
             timer.tokens += batch.num_tokens
             timer.forwards += 1
+        # Masks and the lent cache are bookkeeping: built outside the timed region (the arguments of `timed`).
+        if pending is None:
+            timed(
+                _score_full_forward, model, batch, batch.attention_mask(dtype), _lent(model, prefix_kv, batch), scores
+            )
+            continue
         if scored_pass:
             hidden = timed(scored_hidden_states, model, batch, prefix_kv)  # builds its own mask
         else:
-            # Masks and the lent cache are bookkeeping: built outside the timed region.
-            mask, lent = batch.attention_mask(dtype), _lent(model, prefix_kv, batch)
-            if pending is None:
-                timed(_score_full_forward, model, batch, mask, lent, scores)
-                continue
-            hidden = timed(_scored_hidden, model, batch, mask, lent)
-        assert pending is not None  # the scored pass runs only with a separable head
+            hidden = timed(_scored_hidden, model, batch, batch.attention_mask(dtype), _lent(model, prefix_kv, batch))
         pending.add(hidden, batch)
         if pending.full():
             timed(pending.flush)

@@ -148,11 +148,13 @@ def _keys_values(attention: Any, x: torch.Tensor, rotary: _Rotary, prefix: tuple
     shape = (*x.shape[:2], -1, attention.head_dim)
     k = rotary(attention.k_proj(x).view(shape)).transpose(1, 2)
     v = attention.v_proj(x).view(shape).transpose(1, 2)
-    lead: list[tuple[torch.Tensor, ...]] = [] if prefix is None else [prefix]
+    keys, values = ([], []) if prefix is None else ([prefix[0]], [prefix[1]])
     if gap:
-        lead.append((k.new_zeros(*k.shape[:2], gap, k.shape[3]),) * 2)
-    if lead:
-        k, v = (torch.cat([*(part[i] for part in lead), t], dim=2) for i, t in enumerate((k, v)))
+        closed = k.new_zeros(*k.shape[:2], gap, k.shape[3])
+        keys.append(closed)
+        values.append(closed)
+    if keys:
+        k, v = torch.cat([*keys, k], dim=2), torch.cat([*values, v], dim=2)
     return k, v
 
 
