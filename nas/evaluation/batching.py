@@ -60,19 +60,30 @@ class Batch:
         prefix = None if self.prefix is None else self.prefix.to(device)
         return Batch(*(t.to(device) for t in tensors), prefix=prefix)  # type: ignore[misc]
 
-    def attention_mask(self, dtype: torch.dtype, gap: int = 0) -> torch.Tensor:
+    def window_matters(self, window: int | None) -> bool:
+        """Whether a sliding attention window of `window` tokens (None: none) closes any key here: some query
+        `window` or more positions after a key (keys start at position 0, the prefix's or the row's)."""
+        return window is not None and int(self.position_ids.max()) >= window
+
+    def attention_mask(self, dtype: torch.dtype, gap: int = 0, window: int | None = None) -> torch.Tensor:
         """Additive [B, 1, T, P + gap + T] mask: the prefix is open to all; `gap` keys after it closed to all; then
         causal, a branch sees the shared part and itself, and padding sees only itself (no empty softmax row, no
-        NaN)."""
+        NaN). With a sliding `window` (Mistral's, Qwen2's sliding layers), a query also sees only keys fewer than
+        `window` positions before it, as in a separate forward pass of its own request."""
         branch = self.branch
         count, size = branch.shape
         index = torch.arange(size, device=branch.device)
         causal = index[None, :] <= index[:, None]  # [q, k]
         key, query = branch[:, None, :], branch[:, :, None]
         allowed = causal[None] & ((key == 0) | (key == query)) & (key >= 0)
-        allowed |= torch.eye(size, dtype=torch.bool, device=branch.device)[None] & (query < 0)
         closed = torch.finfo(dtype).min
         mask = torch.zeros(count, 1, size, self.prefix_length + gap + size, dtype=dtype, device=branch.device)
+        if window is not None and self.window_matters(window):
+            query_position = self.position_ids[:, :, None]
+            allowed &= query_position - self.position_ids[:, None, :] < window
+            prefix_position = torch.arange(self.prefix_length, device=branch.device)
+            mask[:, 0, :, : self.prefix_length].masked_fill_(query_position - prefix_position >= window, closed)
+        allowed |= torch.eye(size, dtype=torch.bool, device=branch.device)[None] & (query < 0)
         mask[:, 0, :, self.prefix_length : self.prefix_length + gap] = closed
         mask[:, 0, :, self.prefix_length + gap :].masked_fill_(~allowed, closed)
         return mask

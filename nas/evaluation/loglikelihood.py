@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from nas.errors import NASError
+from nas.evaluation.attention_windows import decoder_mask
 from nas.evaluation.batching import Batch
 from nas.evaluation.hf_compat import cache_kwargs, cache_of
 from nas.evaluation.scored_pass import KV, expand_prefix, scored_hidden_states, supports_scored_pass
@@ -54,8 +55,14 @@ def _separable_head(model: Any) -> bool:
 
 def _prefix_kv(model: Any, prefix: torch.Tensor) -> KV:
     """Per-layer keys and values of the shared prefix, [1, kv_heads, P, head_dim] each."""
+    from transformers import DynamicCache
+
     positions = torch.arange(prefix.numel(), device=prefix.device)[None]
-    out = model.get_decoder()(input_ids=prefix[None], position_ids=positions, use_cache=True)
+    decoder = model.get_decoder()
+    # A cache without the config keeps every key: the model's own would keep only a sliding layer's last window,
+    # but the rows' masks place the prefix's keys by position (and close those out of a window themselves).
+    cache = cache_kwargs(decoder, DynamicCache())
+    out = decoder(input_ids=prefix[None], position_ids=positions, use_cache=True, **cache)
     # With dropped layers only the first (executed) cache layers are filled.
     return [(layer.keys, layer.values) for layer in cache_of(out).layers if layer.is_initialized]
 
@@ -75,7 +82,7 @@ def _lent(model: Any, kv: KV | None, batch: Batch) -> dict[str, Any]:
 HEAD_ROWS = 256
 
 
-def _decoder_inputs(batch: Batch, mask: torch.Tensor) -> dict[str, Any]:
+def _decoder_inputs(batch: Batch, mask: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, Any]:
     return {"input_ids": batch.input_ids, "attention_mask": mask, "position_ids": batch.position_ids}
 
 
@@ -120,13 +127,13 @@ class _PendingHead:
         self.hidden, self.scored, self.rows = [], [], 0
 
 
-def _scored_hidden(model: Any, batch: Batch, mask: torch.Tensor, lent: dict[str, Any]) -> torch.Tensor:
+def _scored_hidden(model: Any, batch: Batch, mask: Any, lent: dict[str, Any]) -> torch.Tensor:
     """The decoder's hidden states at the batch's distinct scored positions."""
     out = model.get_decoder()(**_decoder_inputs(batch, mask), use_cache=False, **lent).last_hidden_state
     return out.flatten(0, 1)[batch.hidden_index]
 
 
-def _score_full_forward(model: Any, batch: Batch, mask: torch.Tensor, lent: dict[str, Any], scores: _Scores) -> None:
+def _score_full_forward(model: Any, batch: Batch, mask: Any, lent: dict[str, Any], scores: _Scores) -> None:
     """A model whose head cannot be run apart (it post-processes its logits): the whole forward, then the scores."""
     if lent:
         lent = cache_kwargs(model, next(iter(lent.values())))
@@ -156,6 +163,7 @@ def score_batches(
     hf_model: Any = model  # a transformers model: its head and decoder are reached by their getters
     pending = _PendingHead(hf_model.get_output_embeddings(), scores) if _separable_head(model) else None
     scored_pass = pending is not None and supports_scored_pass(model)
+    decoder_config = hf_model.get_decoder().config if hasattr(hf_model, "get_decoder") else hf_model.config
     start = time.perf_counter()
     prefix_of: Any = None  # the CPU prefix tensor whose KV cache `kv` holds (batches of a group share it)
     kv: KV | None = None
@@ -179,14 +187,14 @@ def score_batches(
             timer.forwards += 1
         # Masks and the lent cache are bookkeeping: built outside the timed region (the arguments of `timed`).
         if pending is None:
-            timed(
-                _score_full_forward, model, batch, batch.attention_mask(dtype), _lent(model, prefix_kv, batch), scores
-            )
+            mask = decoder_mask(decoder_config, batch, dtype)
+            timed(_score_full_forward, model, batch, mask, _lent(model, prefix_kv, batch), scores)
             continue
         if scored_pass:
-            hidden = timed(scored_hidden_states, model, batch, prefix_kv)  # builds its own mask
+            hidden = timed(scored_hidden_states, model, batch, prefix_kv)  # builds its own masks
         else:
-            hidden = timed(_scored_hidden, model, batch, batch.attention_mask(dtype), _lent(model, prefix_kv, batch))
+            mask = decoder_mask(decoder_config, batch, dtype)
+            hidden = timed(_scored_hidden, model, batch, mask, _lent(model, prefix_kv, batch))
         pending.add(hidden, batch)
         if pending.full():
             timed(pending.flush)

@@ -30,12 +30,13 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 from transformers.models.mistral.modeling_mistral import MistralDecoderLayer
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
+from nas.evaluation.attention_windows import LayerMasks
 from nas.evaluation.batching import Batch
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]
 
 # Decoder layers that compute what `_layer` does (Mistral's and Qwen2's are Llama's; Qwen2's q/k/v biases are in
-# its projection modules). A 4-D mask reaches every layer as given, sliding-window layers included.
+# its projection modules). Sliding-window layers get a mask with their window (`attention_windows`).
 SUPPORTED_LAYERS = (LlamaDecoderLayer, MistralDecoderLayer, Qwen2DecoderLayer)
 
 
@@ -198,9 +199,10 @@ def scored_hidden_states(model: Any, batch: Batch, prefix_kv: KV | None) -> torc
     layers = _active_layers(decoder)
     h = decoder.embed_tokens(batch.input_ids)
     gap = key_gap(batch)
-    mask = batch.attention_mask(h.dtype, gap)
+    mask_of = LayerMasks(batch, h.dtype, decoder.config, gap)  # per layer: its sliding window's, if it has one
     rotary = _Rotary(*decoder.rotary_emb(h, batch.position_ids))
     lent: list[Any] = [None] * len(layers) if prefix_kv is None else expand_prefix(prefix_kv, h.shape[0])
     for layer, prefix in zip(layers[:-1], lent):
-        h = _layer(layer, h, rotary, mask, prefix, gap)
-    return decoder.norm(_last_layer(layers[-1], h, rotary, mask, lent[-1], gap, batch.hidden_index))
+        h = _layer(layer, h, rotary, mask_of(layer), prefix, gap)
+    last = layers[-1]
+    return decoder.norm(_last_layer(last, h, rotary, mask_of(last), lent[-1], gap, batch.hidden_index))
