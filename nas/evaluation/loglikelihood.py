@@ -6,7 +6,9 @@ every input token; and those positions are gathered over batches and put through
 (`HEAD_ROWS` at a time): a batch of MMLU questions scores one position per question, and the head's
 product for 4-12 rows ran at a seventh of the speed of one for a few hundred, its weight read every time. Log-softmax runs in float32 over the full vocabulary, as lm-eval's HFLM does for
 fp32 models; "greedy" is lm-eval's `is_greedy`: every target token is the argmax at its position.
-A batch's shared prefix runs once per evaluation; its KV cache is expanded over the batch's rows. The decoder pass
+A batch's shared prefix runs once per evaluation; its KV cache is expanded over the batch's rows. So do the
+group tails after it (MMLU's subjects, `built_task._with_tails`): run once as rows of their own, each row is lent its
+own tail's keys and values after the prefix's. The decoder pass
 of Llama-family models is `scored_pass.scored_hidden_states` (its last layer only at the scored positions); other
 models run transformers' decoder and the hidden states are gathered from its output.
 """
@@ -25,7 +27,7 @@ from tqdm.auto import tqdm
 
 from nas.errors import NASError
 from nas.evaluation.attention_windows import decoder_mask
-from nas.evaluation.batching import Batch
+from nas.evaluation.batching import CPU_FORWARD_COST, CUDA_FORWARD_COST, Batch, Tails
 from nas.evaluation.hf_compat import cache_kwargs, cache_of
 from nas.evaluation.scored_pass import KV, expand_prefix, scored_hidden_states, supports_scored_pass
 
@@ -65,6 +67,50 @@ def _prefix_kv(model: Any, prefix: torch.Tensor) -> KV:
     out = decoder(input_ids=prefix[None], position_ids=positions, use_cache=True, **cache)
     # With dropped layers only the first (executed) cache layers are filled.
     return [(layer.keys, layer.values) for layer in cache_of(out).layers if layer.is_initialized]
+
+
+def _tails_kv(model: Any, tails: Tails, prefix_kv: KV | None, batch_tokens: int, forward_cost: int) -> KV:
+    """Per-layer keys and values of every tail after the prefix, [G, KH, L, d] (columns past a tail's length stay
+    zeros, never opened): the tails run once, as rows of batches of their own."""
+    from transformers import DynamicCache
+
+    decoder = model.get_decoder()
+    param = next(model.parameters())
+    table: KV = []
+    for chosen, stored in tails.batches(batch_tokens, forward_cost):
+        batch = stored.to(param.device)
+        lent = (
+            DynamicCache() if prefix_kv is None else DynamicCache(ddp_cache_data=expand_prefix(prefix_kv, len(chosen)))
+        )
+        mask = decoder_mask(decoder.config, batch, param.dtype)
+        out = decoder(**_decoder_inputs(batch, mask), use_cache=True, **cache_kwargs(decoder, lent))
+        filled = [layer for layer in cache_of(out).layers if layer.is_initialized]
+        if not table:  # per layer: a sub-network's layers may keep different numbers of heads
+            count, width = tails.tokens.shape
+            shapes = [(count, layer.keys.shape[1], width, layer.keys.shape[3]) for layer in filled]
+            table = [
+                (layer.keys.new_zeros(shape), layer.values.new_zeros(shape)) for layer, shape in zip(filled, shapes)
+            ]
+        rows, width = torch.tensor(chosen, device=param.device), batch.input_ids.shape[1]
+        for (keys, values), layer in zip(table, filled):
+            keys[rows, :, :width] = layer.keys[:, :, batch.prefix_length :]
+            values[rows, :, :width] = layer.values[:, :, batch.prefix_length :]
+    return table
+
+
+def _lent_kv(prefix_kv: KV | None, tails_kv: KV | None, batch: Batch) -> KV | None:
+    """The keys and values lent to a batch's rows, per layer: the prefix's, then each row's tail's (its batch's
+    `tail_width` columns), [B, KH, P + W, d]; the prefix's alone ([1, KH, P, d]) where no row has a tail."""
+    if tails_kv is None or batch.tail_of is None or not batch.tail_width:
+        return prefix_kv
+    rows, width = batch.tail_of.clamp(min=0), batch.tail_width
+    lent: KV = []
+    for layer, (keys, values) in enumerate(tails_kv):
+        k, v = keys[rows, :, :width], values[rows, :, :width]
+        if prefix_kv is not None:
+            k, v = (torch.cat([p.expand(len(rows), -1, -1, -1), t], dim=2) for p, t in zip(prefix_kv[layer], (k, v)))
+        lent.append((k, v))
+    return lent
 
 
 def _lent(model: Any, kv: KV | None, batch: Batch) -> dict[str, Any]:
@@ -167,6 +213,11 @@ def score_batches(
     start = time.perf_counter()
     prefix_of: Any = None  # the CPU prefix tensor whose KV cache `kv` holds (batches of a group share it)
     kv: KV | None = None
+    tails_of: Tails | None = None  # the tails whose keys and values `tails_kv` holds
+    tails_kv: KV | None = None
+    # The tails are batched like the rows: under the largest batch's padded tokens, at the device's forward cost.
+    tail_tokens = max((b.input_ids.numel() for b in batches), default=0)
+    forward_cost = CUDA_FORWARD_COST if device.type == "cuda" else CPU_FORWARD_COST
 
     def timed(step: Any, *args: Any) -> Any:
         _sync(device)
@@ -182,19 +233,25 @@ def score_batches(
         if stored.prefix is not None and stored.prefix is not prefix_of:
             prefix_of, kv = stored.prefix, timed(_prefix_kv, model, batch.prefix)
         prefix_kv = kv if stored.prefix is not None else None
+        lent_kv = prefix_kv
+        if stored.tails is not None:
+            if stored.tails is not tails_of:
+                tails_of = stored.tails
+                tails_kv = timed(_tails_kv, model, stored.tails, prefix_kv, tail_tokens, forward_cost)
+            lent_kv = timed(_lent_kv, prefix_kv, tails_kv, batch)
         if timer is not None:
             timer.tokens += batch.num_tokens
             timer.forwards += 1
         # Masks and the lent cache are bookkeeping: built outside the timed region (the arguments of `timed`).
         if pending is None:
             mask = decoder_mask(decoder_config, batch, dtype)
-            timed(_score_full_forward, model, batch, mask, _lent(model, prefix_kv, batch), scores)
+            timed(_score_full_forward, model, batch, mask, _lent(model, lent_kv, batch), scores)
             continue
         if scored_pass:
-            hidden = timed(scored_hidden_states, model, batch, prefix_kv)  # builds its own masks
+            hidden = timed(scored_hidden_states, model, batch, lent_kv)  # builds its own masks
         else:
             mask = decoder_mask(decoder_config, batch, dtype)
-            hidden = timed(_scored_hidden, model, batch, mask, _lent(model, prefix_kv, batch))
+            hidden = timed(_scored_hidden, model, batch, mask, _lent(model, lent_kv, batch))
         pending.add(hidden, batch)
         if pending.full():
             timed(pending.flush)

@@ -66,11 +66,11 @@ KEY_ALIGN = 16
 
 def key_gap(batch: Batch) -> int:
     """Closed keys between the prefix and the rows that round a batch's key length up to `KEY_ALIGN`."""
-    return -(batch.prefix_length + batch.input_ids.shape[1]) % KEY_ALIGN
+    return -(batch.lent_length + batch.input_ids.shape[1]) % KEY_ALIGN
 
 
 def expand_prefix(kv: KV, rows: int) -> KV:
-    """The prefix's per-layer keys and values, [1, KH, P, d], as views over `rows` rows."""
+    """Lent per-layer keys and values, [1 or rows, KH, P, d], as [rows, KH, P, d] (views)."""
     return [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv]
 
 
@@ -194,7 +194,8 @@ def _last_layer(
 
 def scored_hidden_states(model: Any, batch: Batch, prefix_kv: KV | None) -> torch.Tensor:
     """The final-norm hidden states at `batch.hidden_index` (flat positions), [U, hidden]: what the model's decoder
-    returns there. `prefix_kv`: the batch prefix's per-layer keys and values, [1, KH, P, d] (see `loglikelihood`)."""
+    returns there. `prefix_kv`: the keys and values lent to the rows per layer (the batch prefix's, [1, KH, P, d],
+    then the rows' tails', [B, KH, P + W, d] together; see `loglikelihood`)."""
     decoder = model.get_decoder()
     layers = _active_layers(decoder)
     h = decoder.embed_tokens(batch.input_ids)
