@@ -2,8 +2,9 @@
 scores of one evaluation computed by lm-eval's own filters, `process_results` and aggregations.
 
 - `loglikelihood` requests (multiple choice and plain): tokenised like HFLM, one packed row per document (its
-  context read once for all its choices), prefixes common to a group or to all rows run once where that pays
-  (`plan_prefixes`), scored by `loglikelihood.score_batches`.
+  context read once for all its choices), prefixes common to a group or to all rows, and the tails a pooled
+  group's rows share after the latter, run once where that pays (`plan_prefixes`), scored by
+  `loglikelihood.score_batches`.
 - `loglikelihood_rolling` (WikiText): HFLM's disjoint rolling windows of the model's length, each a row of the
   same loop; a document's log-likelihood is the sum over its windows.
 - `generate_until` (GSM8K): `generation.Generator`, batched greedy generation with the KV cache.

@@ -55,7 +55,8 @@ class Evaluator:
         max_batch_size: rows per forward pass at most.
         share_prefix: read each document's context once for all its choices, and a prefix common to a
             whole group (MMLU subject, TruthfulQA's primer) or to all rows once per evaluation where that
-            saves more than the forward passes it costs; for generation, the prefix a batch's contexts share (off:
+            saves more than the forward passes it costs, and what a pooled group's rows share after that (an
+            MMLU subject's words) once where it pays; for generation, the prefix a batch's contexts share (off:
             every request alone).
         min_group_prefix: shortest group prefix (tokens) considered for running once per evaluation.
         forward_cost: what one more forward pass costs, in tokens of a batch, to decide which prefixes
