@@ -6,6 +6,7 @@ rows), on the evaluation's own pass and on transformers' decoder, on the full ne
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -69,6 +70,12 @@ def test_tails_are_planned_only_where_they_pay():
     assert pool.num_tokens == whole.num_tokens - saved
     # Two rows per subject save only the tails' own tokens: not worth their passes.
     assert not planned(subject_documents(1, vocab, per_subject=2)).tails
+    # Without a pool prefix, no tails: a short opening every row shares (ARC's "Question:") stays in the rows.
+    short = [
+        [[replace(r, inputs=r.inputs[8:]) for r in doc] for doc in docs] for docs in subject_documents(1, vocab, 3)
+    ]
+    unprefixed = planned(short)
+    assert not unprefixed.prefix and not unprefixed.tails
 
 
 def test_a_row_sees_its_own_tail_only():

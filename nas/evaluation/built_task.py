@@ -80,7 +80,8 @@ def plan_prefixes(
     per subject) still fill batches; the prefix the whole pool shares (MMLU's "The following are
     multiple choice questions (with answers) about") runs once when it saves more than its own pass
     and is at least `MIN_POOL_PREFIX` tokens long. After it, what each pooled group's rows still share
-    (the subject: " abstract algebra.\n\n") becomes that group's tail, run once (`_with_tails`).
+    (the subject: " abstract algebra.\n\n") becomes that group's tail, run once (`_with_tails`); without it,
+    no tails.
     """
     planned: list[RowGroup] = []
     pool = RowGroup((), [], [])
@@ -97,7 +98,9 @@ def plan_prefixes(
         prefix, stripped = split_group_prefix(pool.rows, MIN_POOL_PREFIX)
         if prefix and _pays(len(pool.rows), len(prefix), 1, forward_cost):
             pool = RowGroup(prefix, stripped, pool.offsets)
-        planned.append(_with_tails(pool, members, forward_cost))
+        # Tails only after a prefix: a pool without one (ARC's, PIQA's two-token "Question:") would make its whole
+        # shared opening a tail, which MIN_POOL_PREFIX keeps in the rows (see there).
+        planned.append(_with_tails(pool, members, forward_cost) if pool.prefix else pool)
     return planned
 
 
