@@ -65,7 +65,8 @@ KEY_ALIGN = 16
 
 
 def key_gap(batch: Batch) -> int:
-    """Closed keys between the prefix and the rows that round a batch's key length up to `KEY_ALIGN`."""
+    """Closed keys between the lent keys (prefix, tails) and the rows that round a batch's key length up to
+    `KEY_ALIGN`."""
     return -(batch.lent_length + batch.input_ids.shape[1]) % KEY_ALIGN
 
 
