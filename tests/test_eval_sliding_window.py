@@ -34,6 +34,17 @@ def separate_forward_passes(model, requests: list[EncodedRequest]) -> tuple[np.n
     return np.array(lls), np.array(greedy)
 
 
+def assert_scores_equal_separate_passes(model, batches: list[Batch], requests: list[EncodedRequest]) -> None:
+    """On the full network and on each sub-network of `SUBS`: `score_batches` gives every request the
+    log-likelihood (atol 1e-4) and greediness of a forward pass of its own tokens."""
+    for name, sub in SUBS.items():
+        with torch.inference_mode(), model.sub_network(sub) if sub is not None else torch.no_grad():
+            lls, greedy = loglikelihood.score_batches(model, batches, len(requests), progress=False)
+            expected_lls, expected_greedy = separate_forward_passes(model, requests)
+        np.testing.assert_allclose(lls, expected_lls, rtol=0, atol=1e-4, err_msg=name)
+        np.testing.assert_array_equal(greedy, expected_greedy, err_msg=name)
+
+
 @pytest.mark.parametrize("architecture", ["mistral", "qwen2"])
 @pytest.mark.parametrize("path", ["scored pass", "transformers decoder", "whole forward"])
 @pytest.mark.parametrize("with_prefix", [False, True])
@@ -49,12 +60,7 @@ def test_scores_equal_separate_forward_passes(architecture, path, with_prefix, m
     assert all(b.window_matters(WINDOW) for b in batches)  # every batch has rows several windows long
     windows = {layer_window(layer, model.config) for layer in model.model.layers}
     assert windows == ({WINDOW} if architecture == "mistral" else {None, WINDOW})
-    for name, sub in SUBS.items():
-        with torch.inference_mode(), model.sub_network(sub) if sub is not None else torch.no_grad():
-            lls, greedy = loglikelihood.score_batches(model, batches, len(requests), progress=False)
-            expected_lls, expected_greedy = separate_forward_passes(model, requests)
-        np.testing.assert_allclose(lls, expected_lls, rtol=0, atol=1e-4, err_msg=name)
-        np.testing.assert_array_equal(greedy, expected_greedy, err_msg=name)
+    assert_scores_equal_separate_passes(model, batches, requests)
 
 
 def test_window_closes_keys_as_far_back_as_the_window():

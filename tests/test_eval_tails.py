@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from test_eval_sliding_window import SUBS, WINDOW, separate_forward_passes
+from test_eval_sliding_window import WINDOW, assert_scores_equal_separate_passes
 
 from nas import load_model
 from nas.evaluation import loglikelihood
@@ -106,12 +106,7 @@ def test_scores_equal_separate_forward_passes(architecture, path, monkeypatch):
     pool = planned(subjects)
     batches = batches_of(pool)
     assert pool.tails and batches[0].tails is not None and len(batches) > 2
-    for name, sub in SUBS.items():
-        with torch.inference_mode(), model.sub_network(sub) if sub is not None else torch.no_grad():
-            lls, greedy = loglikelihood.score_batches(model, batches, len(requests), progress=False)
-            expected_lls, expected_greedy = separate_forward_passes(model, requests)
-        np.testing.assert_allclose(lls, expected_lls, rtol=0, atol=1e-4, err_msg=name)
-        np.testing.assert_array_equal(greedy, expected_greedy, err_msg=name)
+    assert_scores_equal_separate_passes(model, batches, requests)
 
 
 def test_tails_run_in_batches_of_their_own_under_the_budget():
