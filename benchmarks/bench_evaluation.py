@@ -1,14 +1,15 @@
 """Evaluation benchmark: our loop vs `lm_eval.simple_evaluate` + HFLM, on the same live sub-networks.
 
 Run: `.venv/bin/python benchmarks/bench_evaluation.py [--subnets 10] [--arc-limit 200] [--mmlu-limit 2]
-[--tasks arc_easy,mmlu,gsm8k] [--gen-limit 20] [--rounds 1]`
+[--tasks arc_easy,mmlu,gsm8k] [--gen-limit 20] [--rounds 1] [--warmup 1]`
 
 For each task (ARC-Easy, first `--arc-limit` test questions; MMLU 0-shot, first `--mmlu-limit` questions
 of each of the 57 subjects; any other lm-eval task by name, first `--gen-limit` items: GSM8K 5-shot with
 greedy generation, WikiText rolling log-likelihood) and each of `--subnets` seeded sub-networks of the
 LLaMA-NAS search space, back to back on one loaded SmolLM2-135M, interleaved (ours, lm-eval, ours, ...; with
 `--rounds N` each side evaluates each sub-network N times, which side goes first alternating, and the spread of the
-per-round ratios is printed):
+per-round ratios is printed; `--warmup N` untimed evaluations per side of the first sub-network come first, so
+neither side pays the process's first-touch costs in its timings):
 
 - ours: `Evaluator` (lm-eval's task definitions built once per process, outside the timing) `.evaluate`;
 - lm-eval: `simple_evaluate` with HFLM (batch 16) wrapping the same live model, on lm-eval's own task
@@ -17,7 +18,9 @@ per-round ratios is printed):
 Prints per task: summed wall-clock of each and the speed-up, how many items have identical per-item metrics
 (and, for generation, identical text), the largest log-likelihood difference, the share of wall-clock
 outside the model's forward passes (ours: around decoder, head and log-softmax; lm-eval: around
-`HFLM._model_call`; not measured for generation), and tokens read per evaluation. The 1-minute load
+`HFLM._model_call`; not measured for generation), tokens read per evaluation, and each side's matrix-multiply
+FLOPs on the first sub-network (counted in the first warm-up round: their ratio is the speed-up equally fast kernels
+would give; the time ratio over it is what our loop gains beyond doing less work). The 1-minute load
 average is printed before and after: on 2 cores one busy neighbour slows torch 5-20x. Freed host memory is
 kept for reuse, as every command does, for both sides alike (`--release-freed-memory`: glibc's default).
 """
@@ -28,12 +31,14 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from torch.utils.flop_counter import FlopCounterMode
 
 from nas import SearchSpace, load_model
 from nas.evaluation.evaluator import Evaluator
@@ -88,7 +93,33 @@ def compare(mine: dict[str, Any], ref: dict[str, Any]) -> tuple[bool, float]:
     return same, float(np.max(np.abs(np.asarray(mine["lls"]) - np.asarray(lls))))
 
 
-def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any], rounds: int) -> dict[str, Any]:
+def run_reference_on(lm: Any, reference: Any, model: Any, sub: Any) -> Any:
+    """lm-eval's `simple_evaluate` of one task on the sub-network, live."""
+    with model.sub_network(sub):
+        return run_reference(lm, [reference])
+
+
+def warm_up(sides: list[Callable[[int], Any]], rounds: int) -> list[int] | None:
+    """Untimed evaluations of each side, alike: a process's first evaluation pays first-touch costs (fresh heap
+    pages, kernel set-up) that a search's hundreds of evaluations do not, and would fall on whichever side went
+    first. The first round also counts each side's matrix-multiply FLOPs (None without a round): their ratio is
+    the speed-up that equally fast kernels would give. Each side is called with the round's number."""
+    if rounds == 0:
+        return None
+    flops = []
+    for side in sides:
+        with FlopCounterMode(display=False) as counter:
+            side(0)
+        flops.append(counter.get_total_flops())
+    for round_ in range(1, rounds):
+        for side in sides:
+            side(round_)
+    return flops
+
+
+def bench_task(
+    name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any], rounds: int, warmup: int
+) -> dict[str, Any]:
     task = load_task(name, source="local")
     start = time.perf_counter()
     evaluator = Evaluator.for_model(model, tokenizer, [task], limit=limit, progress=False)
@@ -98,6 +129,15 @@ def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any
     build_theirs = time.perf_counter() - start
     lm = make_hflm(model, tokenizer, batch_size=16)
     inside_theirs = timed_model_call(lm, model)
+    flops = warm_up(
+        [
+            # A checkpoint id per round: the evaluator's results cache would answer a repeated one.
+            lambda round_: evaluator.evaluate(model, subs[0], checkpoint_id=f"bench-warmup-{round_}"),
+            lambda round_: run_reference_on(lm, reference, model, subs[0]),
+        ],
+        warmup,
+    )
+    del inside_theirs[:]
     rows = []
     mismatches = items = 0
     max_dll = 0.0
@@ -114,8 +154,7 @@ def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any
                     continue
                 before = sum(inside_theirs)
                 start = time.perf_counter()
-                with model.sub_network(sub):
-                    output = run_reference(lm, [reference])[name]
+                output = run_reference_on(lm, reference, model, sub)[name]
                 theirs_s.append(time.perf_counter() - start)
                 theirs_forward += sum(inside_theirs) - before
         theirs = reference_items(output, reference)
@@ -153,6 +192,7 @@ def bench_task(name: str, limit: int, model: Any, tokenizer: Any, subs: list[Any
         "max_dll": max_dll,
         "tokens_ours": evaluator.tasks[name].num_tokens(),
         "tokens_theirs": lm_eval_tokens(evaluator, name),
+        "flops": flops,
         "build_ours": build_ours,
         "build_theirs": build_theirs,
     }
@@ -180,6 +220,12 @@ def report(result: dict[str, Any]) -> None:
         print(
             f"  tokens / eval    ours {result['tokens_ours']:8d}     lm-eval {result['tokens_theirs']:8d}     ratio {result['tokens_theirs'] / result['tokens_ours']:.2f}x"
         )
+    if result["flops"]:
+        ours_flops, theirs_flops = result["flops"]
+        print(
+            f"  matmul GFLOP     ours {ours_flops / 1e9:8.1f}     lm-eval {theirs_flops / 1e9:8.1f}     ratio {theirs_flops / ours_flops:.2f}x"
+            " (sub-network 0; SDPA's CPU kernel is not counted)"
+        )
     print(
         f"  items            {result['compared'] - result['mismatches']}/{result['compared']} identical (every per-item metric"
         f"{', generated text' if result['generative'] else ''}), max |d loglik| {result['max_dll']:.2e}"
@@ -202,6 +248,9 @@ def main() -> None:
         "--rounds", type=int, default=1, help="evaluations per side and sub-network, the side going first alternating"
     )
     parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed evaluations per side of the first sub-network before timing"
+    )
+    parser.add_argument(
         "--release-freed-memory",
         action="store_true",
         help="leave glibc's malloc as it is instead of keeping freed memory, as every command does",
@@ -209,6 +258,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1.")
+    if args.warmup < 0:
+        parser.error("--warmup must be 0 or more.")
     # Process-wide: both sides run under the same allocator settings.
     print(f"freed host memory kept for reuse: {not args.release_freed_memory and keep_freed_memory()}")
     torch.set_num_threads(args.threads)
@@ -221,7 +272,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f}", flush=True)
     limits = {"arc_easy": args.arc_limit, "mmlu": args.mmlu_limit}
     results = [
-        bench_task(name, limits.get(name, args.gen_limit), model, tokenizer, subs, args.rounds)
+        bench_task(name, limits.get(name, args.gen_limit), model, tokenizer, subs, args.rounds, args.warmup)
         for name in args.tasks.split(",")
     ]
     for result in results:
