@@ -13,7 +13,8 @@ reading the contexts is most of the time of a few-shot generative task. Tasks th
 random per question (`gsm8k`'s five) share nothing and run as HFLM runs them. The logits are those of the
 whole context up to float rounding (the prefix's keys and values come from a forward pass of its own), so a
 greedy choice between two near-equal tokens can differ from an unshared run; `share_prefix=False` reads every
-context whole.
+context whole. On a sliding-window model, a batch whose rows and generated tokens outgrow the window is read whole
+too (`Generator.prefix_to_share`: the padding after the prefix would count in transformers' window).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import transformers
 from tqdm.auto import tqdm
 
 from nas.errors import NASError
+from nas.evaluation.attention_windows import layer_window
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,17 @@ class _AllStopped(transformers.StoppingCriteria):
             if not self.done[row]:
                 self.done[row] = any(stop in tail for stop in self.stops)
         return all(self.done)
+
+
+def sliding_window_of(model: Any) -> int | None:
+    """The narrowest sliding attention window among the layers that run (Mistral's, Qwen2's sliding layers), in
+    tokens; None where every layer attends to all earlier tokens."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is None or not hasattr(decoder, "layers"):
+        return None
+    config = decoder.config
+    windows = [layer_window(layer, config) for layer in decoder.layers[: config.num_hidden_layers]]
+    return min((w for w in windows if w is not None), default=None)
 
 
 def _kwargs_key(kwargs: dict[str, Any]) -> str:
@@ -145,12 +158,21 @@ class Generator:
             length = same
         return length if length >= self.min_shared_prefix else 0
 
+    def prefix_to_share(self, rows: Sequence[Sequence[int]], max_gen_toks: int, window: int | None) -> int:
+        """`shared_prefix`, where a sliding attention `window` (None: none) cannot see the padding it puts between the
+        prefix and each row's own tokens: transformers measures the window in cache positions, padding included, so
+        once a batch's longest row and its generated tokens outgrow the window a prefix key fewer than `window`
+        positions back could drop out of a query's window. Such a batch is read whole, left-padded as HFLM reads it
+        (all padding before the first real token, where it moves no distance)."""
+        if window is not None and max(len(r) for r in rows) + max_gen_toks > window:
+            return 0
+        return self.shared_prefix(rows)
+
     def _inputs(
-        self, model: Any, rows: Sequence[Sequence[int]], device: torch.device
+        self, model: Any, rows: Sequence[Sequence[int]], shared: int, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """(input ids, attention mask, KV cache or None) of a batch: each row left-padded; with a shared prefix, the
-        prefix first (its cache computed once and lent to every row), then each row's own tokens left-padded."""
-        shared = self.shared_prefix(rows)
+        """(input ids, attention mask, KV cache or None) of a batch: each row left-padded; with a `shared` prefix,
+        the prefix first (its cache computed once and lent to every row), then each row's own tokens left-padded."""
         own = [list(r[shared:]) for r in rows]
         width = max(len(r) for r in own)
         ids = torch.full((len(rows), shared + width), self.pad_id, dtype=torch.long)
@@ -175,6 +197,7 @@ class Generator:
         from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 
         device = next(model.parameters()).device
+        window = sliding_window_of(model)
         out: list[str] = [""] * len(requests)
         bar = tqdm(total=len(requests), desc=desc, disable=not progress, leave=False)
         for batch in self._batches(requests):
@@ -192,7 +215,8 @@ class Generator:
                 )
             contexts = [requests[i].context for i in batch]
             rows = [ids[-room:] for ids in self.tokenizer(contexts, **self._special_tokens(contexts[0]))["input_ids"]]
-            input_ids, attention, cache = self._inputs(model, rows, device)
+            shared = self.prefix_to_share(rows, max_gen_toks, window)
+            input_ids, attention, cache = self._inputs(model, rows, shared, device)
             start = input_ids.shape[1]
             generated = model.generate(
                 input_ids=input_ids,
