@@ -74,7 +74,8 @@ def sliding_window_of(model: Any) -> int | None:
     if decoder is None or not hasattr(decoder, "layers"):
         return None
     config = decoder.config
-    windows = [layer_window(layer, config) for layer in decoder.layers[: config.num_hidden_layers]]
+    layers = decoder.layers[: getattr(config, "num_hidden_layers", len(decoder.layers))]  # an elastic list: those run
+    windows = [layer_window(layer, config) for layer in layers]
     return min((w for w in windows if w is not None), default=None)
 
 
@@ -159,11 +160,11 @@ class Generator:
         return length if length >= self.min_shared_prefix else 0
 
     def prefix_to_share(self, rows: Sequence[Sequence[int]], max_gen_toks: int, window: int | None) -> int:
-        """`shared_prefix`, where a sliding attention `window` (None: none) cannot see the padding it puts between the
-        prefix and each row's own tokens: transformers measures the window in cache positions, padding included, so
-        once a batch's longest row and its generated tokens outgrow the window a prefix key fewer than `window`
-        positions back could drop out of a query's window. Such a batch is read whole, left-padded as HFLM reads it
-        (all padding before the first real token, where it moves no distance)."""
+        """`shared_prefix`, or 0 where a sliding attention `window` (None: none) would count the padding that sharing
+        puts between the prefix and each row's own tokens: transformers measures the window in cache positions,
+        padding included, so once a batch's longest row and its generated tokens outgrow the window, a prefix key
+        fewer than `window` positions back could drop out of a query's window. Such a batch is read whole,
+        left-padded as HFLM reads it (all padding before the first real token, where it moves no distance)."""
         if window is not None and max(len(r) for r in rows) + max_gen_toks > window:
             return 0
         return self.shared_prefix(rows)
