@@ -100,7 +100,7 @@ def run_reference_on(lm: Any, reference: Any, model: Any, sub: Any) -> Any:
 
 
 def warm_up(sides: list[Callable[[int], Any]], rounds: int) -> list[int] | None:
-    """Untimed evaluations of each side, alike: a process's first evaluation pays first-touch costs (fresh heap
+    """Untimed evaluations of each side, alike: a process's first evaluation can pay first-touch costs (fresh heap
     pages, kernel set-up) that a search's hundreds of evaluations do not, and would fall on whichever side went
     first. The first round also counts each side's matrix-multiply FLOPs (None without a round): their ratio is
     the speed-up that equally fast kernels would give. Each side is called with the round's number."""
