@@ -15,7 +15,7 @@ from test_eval_sliding_window import WINDOW, assert_scores_equal_separate_passes
 
 from nas import load_model
 from nas.evaluation import loglikelihood
-from nas.evaluation.batching import Batch, make_batches
+from nas.evaluation.batching import Batch, Tails, make_batches
 from nas.evaluation.built_task import RowGroup, plan_prefixes
 from nas.evaluation.packing import pack
 from nas.evaluation.requests import EncodedRequest
@@ -113,7 +113,7 @@ def test_tails_run_in_batches_of_their_own_under_the_budget():
     pool = planned(subject_documents(4, 97, per_subject=3))
     tails = batches_of(pool)[0].tails
     assert tails is not None
-    chosen = tails.batches(batch_tokens=8, forward_cost=0)
+    chosen = Tails.of(pool.tails, tails.prefix, batch_tokens=8, forward_cost=0).runs
     assert sorted(g for group, _ in chosen for g in group) == list(range(len(pool.tails)))
     for group, batch in chosen:
         assert batch.input_ids.shape[0] == len(group) and torch.equal(batch.prefix, tails.prefix)

@@ -32,30 +32,29 @@ class Tails:
         tokens: [G, L] each group's tail, padded with zeros.
         lengths: [G] each tail's length (at least 1).
         prefix: [P] the batch prefix the tails continue, or None.
+        runs: the tails as rows of their own after the prefix, in batches cut like the rows' (cut once, with the
+            rows' budget and forward cost): (which tails, batch).
     """
 
     tokens: torch.Tensor
     lengths: torch.Tensor
     prefix: torch.Tensor | None
+    runs: tuple[tuple[list[int], Batch], ...]
 
     @classmethod
-    def of(cls, tails: Sequence[Sequence[int]], prefix: torch.Tensor | None) -> Tails:
+    def of(
+        cls, tails: Sequence[Sequence[int]], prefix: torch.Tensor | None, batch_tokens: int, forward_cost: int
+    ) -> Tails:
         tokens = torch.zeros(len(tails), max(len(t) for t in tails), dtype=torch.long)
         for g, tail in enumerate(tails):
             tokens[g, : len(tail)] = torch.tensor(list(tail))
-        return cls(tokens, torch.tensor([len(t) for t in tails]), prefix)
-
-    def batches(self, batch_tokens: int, forward_cost: int) -> list[tuple[list[int], Batch]]:
-        """The tails as rows of their own after the prefix, in batches cut like any rows': (which tails, batch)."""
-        start = 0 if self.prefix is None else int(self.prefix.numel())
-        rows = [
-            PackedRow(tuple(tail[:length]), tuple(range(start, start + length)), (0,) * length, (), (), ())
-            for tail, length in zip(self.tokens.tolist(), self.lengths.tolist())
-        ]
+        start = 0 if prefix is None else int(prefix.numel())
+        rows = [PackedRow(tuple(t), tuple(range(start, start + len(t))), (0,) * len(t), (), (), ()) for t in tails]
         order = sorted(range(len(rows)), key=lambda g: -len(rows[g]))
         cuts = cheapest_cuts([len(rows[g]) for g in order], batch_tokens, len(rows), forward_cost)
         chosen = [order[a:b] for a, b in zip(cuts, cuts[1:])]
-        return [(tails, _collate([rows[g] for g in tails], [0] * len(tails), self.prefix)) for tails in chosen]
+        runs = tuple((group, _collate([rows[g] for g in group], [0] * len(group), prefix)) for group in chosen)
+        return cls(tokens, torch.tensor([len(t) for t in tails]), prefix, runs)
 
 
 @dataclass
@@ -184,7 +183,7 @@ def make_batches(
     """
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
     prefix_tensor = torch.tensor(list(prefix), dtype=torch.long) if prefix else None
-    shared_tails = Tails.of(tails, prefix_tensor) if tails else None
+    shared_tails = Tails.of(tails, prefix_tensor, batch_tokens, forward_cost) if tails else None
     cuts = cheapest_cuts([len(rows[i]) for i in order], batch_tokens, max_batch_size, forward_cost)
     groups = [order[start:end] for start, end in zip(cuts, cuts[1:])]
     batches = []

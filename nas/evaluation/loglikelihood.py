@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from nas.errors import NASError
 from nas.evaluation.attention_windows import decoder_mask
-from nas.evaluation.batching import CPU_FORWARD_COST, CUDA_FORWARD_COST, Batch, Tails
+from nas.evaluation.batching import Batch, Tails
 from nas.evaluation.hf_compat import cache_kwargs, cache_of
 from nas.evaluation.scored_pass import KV, expand_prefix, scored_hidden_states, supports_scored_pass
 
@@ -55,35 +55,36 @@ def _separable_head(model: Any) -> bool:
     return hasattr(model, "get_decoder") and model.get_output_embeddings() is not None
 
 
-def _prefix_kv(model: Any, prefix: torch.Tensor) -> KV:
-    """Per-layer keys and values of the shared prefix, [1, kv_heads, P, head_dim] each."""
+def _plain_cache(kv: KV | None, rows: int) -> Any:
+    """A KV cache holding `kv` expanded over `rows` rows (empty without), that keeps every key it is given: the
+    model's own cache would keep only a sliding layer's last window, but the rows' masks place lent keys by position
+    (and close those out of a window themselves)."""
     from transformers import DynamicCache
 
+    return DynamicCache() if kv is None else DynamicCache(ddp_cache_data=expand_prefix(kv, rows))
+
+
+def _prefix_kv(model: Any, prefix: torch.Tensor) -> KV:
+    """Per-layer keys and values of the shared prefix, [1, kv_heads, P, head_dim] each."""
     positions = torch.arange(prefix.numel(), device=prefix.device)[None]
     decoder = model.get_decoder()
-    # A cache without the config keeps every key: the model's own would keep only a sliding layer's last window,
-    # but the rows' masks place the prefix's keys by position (and close those out of a window themselves).
-    cache = cache_kwargs(decoder, DynamicCache())
+    cache = cache_kwargs(decoder, _plain_cache(None, 1))
     out = decoder(input_ids=prefix[None], position_ids=positions, use_cache=True, **cache)
     # With dropped layers only the first (executed) cache layers are filled.
     return [(layer.keys, layer.values) for layer in cache_of(out).layers if layer.is_initialized]
 
 
-def _tails_kv(model: Any, tails: Tails, prefix_kv: KV | None, batch_tokens: int, forward_cost: int) -> KV:
+def _tails_kv(model: Any, tails: Tails, prefix_kv: KV | None) -> KV:
     """Per-layer keys and values of every tail after the prefix, [G, KH, L, d] (columns past a tail's length stay
-    zeros, never opened): the tails run once, as rows of batches of their own."""
-    from transformers import DynamicCache
-
+    zeros, never opened): the tails run once, as rows of batches of their own (`Tails.runs`)."""
     decoder = model.get_decoder()
     param = next(model.parameters())
     table: KV = []
-    for chosen, stored in tails.batches(batch_tokens, forward_cost):
+    for chosen, stored in tails.runs:
         batch = stored.to(param.device)
-        lent = (
-            DynamicCache() if prefix_kv is None else DynamicCache(ddp_cache_data=expand_prefix(prefix_kv, len(chosen)))
-        )
         mask = decoder_mask(decoder.config, batch, param.dtype)
-        out = decoder(**_decoder_inputs(batch, mask), use_cache=True, **cache_kwargs(decoder, lent))
+        lent = cache_kwargs(decoder, _plain_cache(prefix_kv, len(chosen)))
+        out = decoder(**_decoder_inputs(batch, mask), use_cache=True, **lent)
         filled = [layer for layer in cache_of(out).layers if layer.is_initialized]
         if not table:  # per layer: a sub-network's layers may keep different numbers of heads
             count, width = tails.tokens.shape
@@ -114,13 +115,10 @@ def _lent_kv(prefix_kv: KV | None, tails_kv: KV | None, batch: Batch) -> KV | No
 
 
 def _lent(model: Any, kv: KV | None, batch: Batch) -> dict[str, Any]:
-    """The prefix's KV cache expanded over the batch's rows, as the decoder's cache argument ({} without a prefix)."""
-    from transformers import DynamicCache
-
+    """The lent KV cache expanded over the batch's rows, as the decoder's cache argument ({} without one)."""
     if kv is None:
         return {}
-    lent = DynamicCache(ddp_cache_data=expand_prefix(kv, batch.input_ids.shape[0]))
-    return cache_kwargs(model.get_decoder(), lent)
+    return cache_kwargs(model.get_decoder(), _plain_cache(kv, batch.input_ids.shape[0]))
 
 
 # Scored positions put through the head at once: enough rows for an efficient product, logits of a bounded size
@@ -215,9 +213,6 @@ def score_batches(
     kv: KV | None = None
     tails_of: Tails | None = None  # the tails whose keys and values `tails_kv` holds
     tails_kv: KV | None = None
-    # The tails are batched like the rows: under the largest batch's padded tokens, at the device's forward cost.
-    tail_tokens = max((b.input_ids.numel() for b in batches), default=0)
-    forward_cost = CUDA_FORWARD_COST if device.type == "cuda" else CPU_FORWARD_COST
 
     def timed(step: Any, *args: Any) -> Any:
         _sync(device)
@@ -237,7 +232,7 @@ def score_batches(
         if stored.tails is not None:
             if stored.tails is not tails_of:
                 tails_of = stored.tails
-                tails_kv = timed(_tails_kv, model, stored.tails, prefix_kv, tail_tokens, forward_cost)
+                tails_kv = timed(_tails_kv, model, stored.tails, prefix_kv)
             lent_kv = timed(_lent_kv, prefix_kv, tails_kv, batch)
         if timer is not None:
             timer.tokens += batch.num_tokens
