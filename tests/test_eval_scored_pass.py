@@ -145,7 +145,7 @@ def test_models_it_does_not_cover_keep_transformers_forward(monkeypatch):
     fast = loglikelihood.score_batches(model, batches, requests, progress=False)
     calls: list[int] = []
     monkeypatch.setattr(loglikelihood, "supports_scored_pass", lambda model: False)
-    monkeypatch.setattr(loglikelihood, "scored_hidden_states", lambda *args: calls.append(1))
+    monkeypatch.setattr(loglikelihood, "scored_hidden_chunk", lambda *args: calls.append(1))
     slow = loglikelihood.score_batches(model, batches, requests, progress=False)
     assert not calls
     np.testing.assert_allclose(fast[0], slow[0], rtol=1e-6, atol=1e-5)

@@ -9,8 +9,9 @@ fp32 models; "greedy" is lm-eval's `is_greedy`: every target token is the argmax
 A batch's shared prefix runs once per evaluation; its KV cache is expanded over the batch's rows. So do the
 group tails after it (MMLU's subjects, `built_task._with_tails`): run once as rows of their own, each row is lent its
 own tail's keys and values after the prefix's. The decoder pass
-of Llama-family models is `scored_pass.scored_hidden_states` (its last layer only at the scored positions); other
-models run transformers' decoder and the hidden states are gathered from its output.
+of Llama-family models is `scored_pass.scored_hidden_chunk` (its last layer only at the scored positions), layer by
+layer over chunks of batches of up to `CHUNK_BYTES` (so each layer's weights are packed once for all of them on CPU);
+other models run transformers' decoder batch by batch and the hidden states are gathered from its output.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from nas.errors import NASError
 from nas.evaluation.attention_windows import decoder_mask
 from nas.evaluation.batching import Batch, Tails
 from nas.evaluation.hf_compat import cache_kwargs, cache_of
-from nas.evaluation.scored_pass import KV, expand_prefix, scored_hidden_states, supports_scored_pass
+from nas.evaluation.scored_pass import KV, chunk_bytes, expand_prefix, scored_hidden_chunk, supports_scored_pass
 
 
 @dataclass
@@ -55,7 +56,7 @@ def _separable_head(model: Any) -> bool:
     return hasattr(model, "get_decoder") and model.get_output_embeddings() is not None
 
 
-def _plain_cache(kv: KV | None, rows: int) -> Any:
+def _plain_cache(kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None, rows: int) -> Any:
     """A KV cache holding `kv` expanded over `rows` rows (empty without), that keeps every key it is given: the
     model's own cache would keep only a sliding layer's last window, but the rows' masks place lent keys by position
     (and close those out of a window themselves)."""
@@ -99,27 +100,48 @@ def _tails_kv(model: Any, tails: Tails, prefix_kv: KV | None) -> KV:
     return table
 
 
-def _lent_kv(prefix_kv: KV | None, tails_kv: KV | None, batch: Batch) -> KV | None:
-    """The keys and values lent to a batch's rows, per layer: the prefix's, then each row's tail's (its batch's
-    `tail_width` columns), [B, KH, P + W, d]; the prefix's alone ([1, KH, P, d]) where no row has a tail."""
+class _TailLent(Sequence[tuple[torch.Tensor, torch.Tensor]]):
+    """The keys and values lent to a batch's rows where some continue a tail, per layer, built when that layer runs
+    (a chunk of batches would otherwise hold every layer's at once): the prefix's, then each row's tail's (its
+    batch's `tail_width` columns), [B, KH, P + W, d]."""
+
+    def __init__(self, prefix_kv: KV | None, tails_kv: KV, tail_of: torch.Tensor, width: int) -> None:
+        self.prefix_kv, self.tails_kv = prefix_kv, tails_kv
+        self.rows, self.width = tail_of.clamp(min=0), width
+
+    def __len__(self) -> int:
+        return len(self.tails_kv)
+
+    def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        keys, values = self.tails_kv[layer]
+        k, v = keys[self.rows, :, : self.width], values[self.rows, :, : self.width]
+        if self.prefix_kv is None:
+            return k, v
+        rows = len(self.rows)
+        k, v = (torch.cat([p.expand(rows, -1, -1, -1), t], dim=2) for p, t in zip(self.prefix_kv[layer], (k, v)))
+        return k, v
+
+
+def _lent_kv(
+    prefix_kv: KV | None, tails_kv: KV | None, batch: Batch
+) -> Sequence[tuple[torch.Tensor, torch.Tensor]] | None:
+    """The keys and values lent to a batch's rows, per layer: the prefix's and each row's tail's
+    (`_TailLent`); the prefix's alone ([1, KH, P, d]) where no row has a tail."""
     if tails_kv is None or batch.tail_of is None or not batch.tail_width:
         return prefix_kv
-    rows, width = batch.tail_of.clamp(min=0), batch.tail_width
-    lent: KV = []
-    for layer, (keys, values) in enumerate(tails_kv):
-        k, v = keys[rows, :, :width], values[rows, :, :width]
-        if prefix_kv is not None:
-            k, v = (torch.cat([p.expand(len(rows), -1, -1, -1), t], dim=2) for p, t in zip(prefix_kv[layer], (k, v)))
-        lent.append((k, v))
-    return lent
+    return _TailLent(prefix_kv, tails_kv, batch.tail_of, batch.tail_width)
 
 
-def _lent(model: Any, kv: KV | None, batch: Batch) -> dict[str, Any]:
+def _lent(model: Any, kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None, batch: Batch) -> dict[str, Any]:
     """The lent KV cache expanded over the batch's rows, as the decoder's cache argument ({} without one)."""
     if kv is None:
         return {}
     return cache_kwargs(model.get_decoder(), _plain_cache(kv, batch.input_ids.shape[0]))
 
+
+# What a chunk of batches run layer by layer together may hold between layers (`scored_pass.chunk_bytes`): MMLU
+# 0-shot at two questions a subject is one chunk on SmolLM2-135M (about 30 MiB).
+CHUNK_BYTES = 256 * 2**20
 
 # Scored positions put through the head at once: enough rows for an efficient product, logits of a bounded size
 # (256 x a 128k vocabulary in float32: 128 MiB).
@@ -223,33 +245,53 @@ def score_batches(
             timer.forward_s += time.perf_counter() - t0
         return out
 
-    for stored in tqdm(batches, desc=desc, disable=not progress, leave=False):
+    progress_bar = tqdm(total=len(batches), desc=desc, disable=not progress, leave=False)
+    chunk: list[tuple[Batch, Any]] = []  # batches for the scored pass, run layer by layer together
+    chunk_size = 0
+
+    def run_chunk() -> None:
+        nonlocal chunk_size
+        assert pending is not None  # the scored pass gathers for the head
+        for (batch, _), hidden in zip(chunk, timed(scored_hidden_chunk, model, chunk)):  # builds its own masks
+            pending.add(hidden, batch)
+            if pending.full():
+                timed(pending.flush)
+        progress_bar.update(len(chunk))
+        chunk.clear()
+        chunk_size = 0
+
+    for stored in batches:
         batch = stored.to(device)
         if stored.prefix is not None and stored.prefix is not prefix_of:
             prefix_of, kv = stored.prefix, timed(_prefix_kv, model, batch.prefix)
         prefix_kv = kv if stored.prefix is not None else None
-        lent_kv = prefix_kv
+        lent_kv: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = prefix_kv
         if stored.tails is not None:
             if stored.tails is not tails_of:
                 tails_of = stored.tails
                 tails_kv = timed(_tails_kv, model, stored.tails, prefix_kv)
-            lent_kv = timed(_lent_kv, prefix_kv, tails_kv, batch)
+            lent_kv = _lent_kv(prefix_kv, tails_kv, batch)
         if timer is not None:
             timer.tokens += batch.num_tokens
             timer.forwards += 1
-        # Masks and the lent cache are bookkeeping: built outside the timed region (the arguments of `timed`).
-        if pending is None:
-            mask = decoder_mask(decoder_config, batch, dtype)
-            timed(_score_full_forward, model, batch, mask, _lent(model, lent_kv, batch), scores)
-            continue
         if scored_pass:
-            hidden = timed(scored_hidden_states, model, batch, lent_kv)  # builds its own masks
+            chunk.append((batch, lent_kv))
+            chunk_size += chunk_bytes(batch, decoder_config, param.element_size())
+            if chunk_size >= CHUNK_BYTES:
+                run_chunk()
+            continue
+        # Masks and the lent cache are bookkeeping: built outside the timed region (the arguments of `timed`).
+        mask = decoder_mask(decoder_config, batch, dtype)
+        if pending is None:
+            timed(_score_full_forward, model, batch, mask, _lent(model, lent_kv, batch), scores)
         else:
-            mask = decoder_mask(decoder_config, batch, dtype)
-            hidden = timed(_scored_hidden, model, batch, mask, _lent(model, lent_kv, batch))
-        pending.add(hidden, batch)
-        if pending.full():
-            timed(pending.flush)
+            pending.add(timed(_scored_hidden, model, batch, mask, _lent(model, lent_kv, batch)), batch)
+            if pending.full():
+                timed(pending.flush)
+        progress_bar.update(1)
+    if chunk:
+        run_chunk()
+    progress_bar.close()
     if pending is not None:
         timed(pending.flush)
     result = scores.lls.cpu().numpy(), (scores.misses == 0).cpu().numpy()

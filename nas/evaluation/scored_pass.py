@@ -16,10 +16,16 @@ closed keys and with the last layer run whole, these layers gave the same bits a
 MMLU batches (an AVX-512 CPU); SDPA's blocks over the longer key length and the last layer's attention over fewer
 queries round differently (|d hidden| up to 5e-5 of hidden states up to 28 there, log-likelihoods within 7e-5 of
 lm-eval's). Tests hold it to transformers' decoder within 1e-5 on small models.
+
+The pass runs layer by layer over a chunk of batches (`scored_hidden_chunk`) rather than batch by batch, so each
+layer's projections are packed once for all of them on CPU (`packed_linear`: MKL's product without its per-call
+copy of the weight); a batch's computation is the same either way, bit for bit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -32,6 +38,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
 from nas.evaluation.attention_windows import LayerMasks
 from nas.evaluation.batching import Batch
+from nas.evaluation.packed_linear import PackedLinears, packing_applies
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -70,7 +77,7 @@ def key_gap(batch: Batch) -> int:
     return -(batch.lent_length + batch.input_ids.shape[1]) % KEY_ALIGN
 
 
-def expand_prefix(kv: KV, rows: int) -> KV:
+def expand_prefix(kv: Sequence[tuple[torch.Tensor, torch.Tensor]], rows: int) -> KV:
     """Lent per-layer keys and values, [1 or rows, KH, P, d], as [rows, KH, P, d] (views)."""
     return [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv]
 
@@ -134,23 +141,28 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Te
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
 
 
-def _mlp(mlp: Any, x: torch.Tensor) -> torch.Tensor:
-    gate = mlp.gate_proj(x)
+def _mlp(mlp: Any, x: torch.Tensor, linear: PackedLinears) -> torch.Tensor:
+    gate = linear(mlp.gate_proj, x)
     if isinstance(mlp.act_fn, SiLUActivation | nn.SiLU):
         F.silu(gate, inplace=True)
     else:
         gate = mlp.act_fn(gate)
-    gate.mul_(mlp.up_proj(x))
-    return mlp.down_proj(gate)
+    gate.mul_(linear(mlp.up_proj, x))
+    return linear(mlp.down_proj, gate)
 
 
-def _keys_values(attention: Any, x: torch.Tensor, rotary: _Rotary, prefix: tuple | None, gap: int) -> tuple:
-    """The layer's keys (rotated) and values, [B, KH, P + gap + T, d]: the prefix's if one is lent, `gap` zeros
-    (closed by the mask), the rows'."""
+def _keys_values(
+    attention: Any, x: torch.Tensor, rotary: _Rotary, prefix: tuple | None, gap: int, linear: PackedLinears
+) -> tuple:
+    """The layer's keys (rotated) and values, [B, KH, P + gap + T, d]: the prefix's if one is lent (expanded over
+    the rows), `gap` zeros (closed by the mask), the rows'."""
     shape = (*x.shape[:2], -1, attention.head_dim)
-    k = rotary(attention.k_proj(x).view(shape)).transpose(1, 2)
-    v = attention.v_proj(x).view(shape).transpose(1, 2)
-    keys, values = ([], []) if prefix is None else ([prefix[0]], [prefix[1]])
+    k = rotary(linear(attention.k_proj, x).view(shape)).transpose(1, 2)
+    v = linear(attention.v_proj, x).view(shape).transpose(1, 2)
+    rows = x.shape[0]
+    keys, values = (
+        ([], []) if prefix is None else ([prefix[0].expand(rows, -1, -1, -1)], [prefix[1].expand(rows, -1, -1, -1)])
+    )
     if gap:
         closed = k.new_zeros(*k.shape[:2], gap, k.shape[3])
         keys.append(closed)
@@ -160,14 +172,22 @@ def _keys_values(attention: Any, x: torch.Tensor, rotary: _Rotary, prefix: tuple
     return k, v
 
 
-def _layer(layer: Any, h: torch.Tensor, rotary: _Rotary, mask: torch.Tensor, prefix: tuple | None, gap: int) -> Any:
+def _layer(
+    layer: Any,
+    h: torch.Tensor,
+    rotary: _Rotary,
+    mask: torch.Tensor,
+    prefix: tuple | None,
+    gap: int,
+    linear: PackedLinears,
+) -> Any:
     attention = layer.self_attn
     x = layer.input_layernorm(h)
-    k, v = _keys_values(attention, x, rotary, prefix, gap)
-    q = rotary(attention.q_proj(x).view(*x.shape[:2], -1, attention.head_dim)).transpose(1, 2)
+    k, v = _keys_values(attention, x, rotary, prefix, gap, linear)
+    q = rotary(linear(attention.q_proj, x).view(*x.shape[:2], -1, attention.head_dim)).transpose(1, 2)
     o = _attention(q, k, v, mask, attention.scaling).transpose(1, 2).reshape(*x.shape[:2], -1)
-    h = h + attention.o_proj(o)
-    return h + _mlp(layer.mlp, layer.post_attention_layernorm(h))
+    h = h + linear(attention.o_proj, o)
+    return h + _mlp(layer.mlp, layer.post_attention_layernorm(h), linear)
 
 
 def _last_layer(
@@ -178,33 +198,77 @@ def _last_layer(
     prefix: tuple | None,
     gap: int,
     flat: torch.Tensor,
+    linear: PackedLinears,
 ) -> torch.Tensor:
     """The last layer at the flat positions `flat` only (keys and values at every position)."""
     attention = layer.self_attn
     x = layer.input_layernorm(h)
-    k, v = _keys_values(attention, x, rotary, prefix, gap)
+    k, v = _keys_values(attention, x, rotary, prefix, gap, linear)
     # Each row's scored positions are that row's queries; unused slots see every key (no NaN).
     positions = _RowSlots(flat, *h.shape[:2])
     query_mask = positions.lay_out(mask[:, 0].flatten(0, 1)[flat])[:, None]
-    q = attention.q_proj(x.flatten(0, 1)[flat]).view(len(flat), -1, attention.head_dim)
+    q = linear(attention.q_proj, x.flatten(0, 1)[flat]).view(len(flat), -1, attention.head_dim)
     q = rotary.at(positions)(positions.lay_out(q)).transpose(1, 2)
     o = positions.pick(_attention(q, k, v, query_mask, attention.scaling).transpose(1, 2)).flatten(1)
-    h_scored = h.flatten(0, 1)[flat] + attention.o_proj(o)
-    return h_scored + _mlp(layer.mlp, layer.post_attention_layernorm(h_scored))
+    h_scored = h.flatten(0, 1)[flat] + linear(attention.o_proj, o)
+    return h_scored + _mlp(layer.mlp, layer.post_attention_layernorm(h_scored), linear)
+
+
+@dataclass
+class _InFlight:
+    """A batch between layers: its hidden states and what every layer reuses (masks, rotary, lent keys)."""
+
+    batch: Batch
+    h: torch.Tensor
+    rotary: _Rotary
+    masks: LayerMasks
+    lent: Sequence[tuple[torch.Tensor, torch.Tensor]] | None
+    gap: int
+
+
+def _start(decoder: Any, batch: Batch, lent: Sequence[tuple[torch.Tensor, torch.Tensor]] | None) -> _InFlight:
+    h = decoder.embed_tokens(batch.input_ids)
+    gap = key_gap(batch)
+    masks = LayerMasks(batch, h.dtype, decoder.config, gap)  # per layer: its sliding window's, if it has one
+    return _InFlight(batch, h, _Rotary(*decoder.rotary_emb(h, batch.position_ids)), masks, lent, gap)
+
+
+def chunk_bytes(batch: Batch, config: Any, element_size: int) -> int:
+    """Bytes a batch holds between layers in `scored_hidden_chunk`: hidden states, a mask, the rotary tables (the
+    lent keys are views, or built per layer)."""
+    rows, width = batch.input_ids.shape
+    keys = batch.lent_length + key_gap(batch) + width
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return rows * width * (config.hidden_size + keys + 2 * head_dim) * element_size
+
+
+def scored_hidden_chunk(
+    model: Any, batches: Sequence[tuple[Batch, Sequence[tuple[torch.Tensor, torch.Tensor]] | None]]
+) -> list[torch.Tensor]:
+    """Per batch, the final-norm hidden states at `batch.hidden_index` (flat positions), [U, hidden]: what the
+    model's decoder returns there. With each batch, the keys and values lent to its rows per layer (None for none):
+    the batch prefix's, [1, KH, P, d], then the rows' tails', [B, KH, P + W, d] together (see `loglikelihood`).
+
+    Layer by layer over all the batches, so each layer's projections are packed once for all of them
+    (`packed_linear`; the chunk's size is the caller's, `chunk_bytes`)."""
+    decoder = model.get_decoder()
+    layers = _active_layers(decoder)
+    flights = [_start(decoder, batch, lent) for batch, lent in batches]
+    packing = packing_applies(next(model.parameters()))
+    for index, layer in enumerate(layers[:-1]):
+        linear = PackedLinears(packing)  # this layer's packs only: freed with it
+        for f in flights:
+            lent = None if f.lent is None else f.lent[index]
+            f.h = _layer(layer, f.h, f.rotary, f.masks(layer), lent, f.gap, linear)
+    last, linear = layers[-1], PackedLinears(packing)
+    out = []
+    for f in flights:
+        lent = None if f.lent is None else f.lent[len(layers) - 1]
+        hidden = _last_layer(last, f.h, f.rotary, f.masks(last), lent, f.gap, f.batch.hidden_index, linear)
+        out.append(decoder.norm(hidden))
+    return out
 
 
 def scored_hidden_states(model: Any, batch: Batch, prefix_kv: KV | None) -> torch.Tensor:
-    """The final-norm hidden states at `batch.hidden_index` (flat positions), [U, hidden]: what the model's decoder
-    returns there. `prefix_kv`: the keys and values lent to the rows per layer (the batch prefix's, [1, KH, P, d],
-    then the rows' tails', [B, KH, P + W, d] together; see `loglikelihood`)."""
-    decoder = model.get_decoder()
-    layers = _active_layers(decoder)
-    h = decoder.embed_tokens(batch.input_ids)
-    gap = key_gap(batch)
-    mask_of = LayerMasks(batch, h.dtype, decoder.config, gap)  # per layer: its sliding window's, if it has one
-    rotary = _Rotary(*decoder.rotary_emb(h, batch.position_ids))
-    lent: list[Any] = [None] * len(layers) if prefix_kv is None else expand_prefix(prefix_kv, h.shape[0])
-    for layer, prefix in zip(layers[:-1], lent):
-        h = _layer(layer, h, rotary, mask_of(layer), prefix, gap)
-    last = layers[-1]
-    return decoder.norm(_last_layer(last, h, rotary, mask_of(last), lent[-1], gap, batch.hidden_index))
+    """`scored_hidden_chunk` of one batch."""
+    return scored_hidden_chunk(model, [(batch, prefix_kv)])[0]

@@ -17,17 +17,21 @@ class ElasticLinear(nn.Linear):
 
     active_out_features: int | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def active_parameters(self, in_features: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight and bias (views) that an input of `in_features` channels is multiplied with."""
         weight: torch.Tensor = self.weight
         bias: torch.Tensor | None = self.bias
         out = self.active_out_features
         if out is not None:
             weight = weight[:out]
             bias = None if bias is None else bias[:out]
-        if x.shape[-1] != weight.shape[1]:
+        if in_features != weight.shape[1]:
             # A strided view: BLAS reads it through its leading dimension, no copy is made.
-            weight = weight[:, : x.shape[-1]]
-        return F.linear(x, weight, bias)
+            weight = weight[:, :in_features]
+        return weight, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, *self.active_parameters(x.shape[-1]))
 
     def extra_repr(self) -> str:
         active = "" if self.active_out_features is None else f", active_out_features={self.active_out_features}"
