@@ -61,6 +61,8 @@ def test_modules_it_cannot_pack_are_called_as_they_are():
         torch.testing.assert_close(linears(adapter, x), adapter(x))
         linears(hooked, x)
         assert not packing_applies(torch.zeros(1, dtype=torch.bfloat16)) and packing_applies(torch.zeros(1))
+        with torch.enable_grad():
+            assert not packing_applies(torch.zeros(1))  # the packed product has no backward
         assert not PackedLinears(False)(torch.nn.Linear(8, 8), x).isnan().any()
     assert calls == ["adapter", "adapter", "hook"]
     assert linears._packed == {adapter: None, hooked: None}

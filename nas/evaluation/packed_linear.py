@@ -39,8 +39,10 @@ def mkl_packing_available() -> bool:
 
 
 def packing_applies(parameter: torch.Tensor) -> bool:
-    """Whether a model with this parameter's device and dtype gets packed weights: float32 on CPU, where MKL packs."""
-    return parameter.device.type == "cpu" and parameter.dtype == torch.float32 and mkl_packing_available()
+    """Whether a model with this parameter's device and dtype gets packed weights now: float32 on CPU, where MKL
+    packs, with no gradient being recorded (the packed product has no backward)."""
+    on_cpu = parameter.device.type == "cpu" and parameter.dtype == torch.float32
+    return on_cpu and not torch.is_grad_enabled() and mkl_packing_available()
 
 
 @dataclass(frozen=True)
