@@ -172,48 +172,6 @@ def _keys_values(
     return k, v
 
 
-def _layer(
-    layer: Any,
-    h: torch.Tensor,
-    rotary: _Rotary,
-    mask: torch.Tensor,
-    prefix: tuple | None,
-    gap: int,
-    linear: PackedLinears,
-) -> Any:
-    attention = layer.self_attn
-    x = layer.input_layernorm(h)
-    k, v = _keys_values(attention, x, rotary, prefix, gap, linear)
-    q = rotary(linear(attention.q_proj, x).view(*x.shape[:2], -1, attention.head_dim)).transpose(1, 2)
-    o = _attention(q, k, v, mask, attention.scaling).transpose(1, 2).reshape(*x.shape[:2], -1)
-    h = h + linear(attention.o_proj, o)
-    return h + _mlp(layer.mlp, layer.post_attention_layernorm(h), linear)
-
-
-def _last_layer(
-    layer: Any,
-    h: torch.Tensor,
-    rotary: _Rotary,
-    mask: torch.Tensor,
-    prefix: tuple | None,
-    gap: int,
-    flat: torch.Tensor,
-    linear: PackedLinears,
-) -> torch.Tensor:
-    """The last layer at the flat positions `flat` only (keys and values at every position)."""
-    attention = layer.self_attn
-    x = layer.input_layernorm(h)
-    k, v = _keys_values(attention, x, rotary, prefix, gap, linear)
-    # Each row's scored positions are that row's queries; unused slots see every key (no NaN).
-    positions = _RowSlots(flat, *h.shape[:2])
-    query_mask = positions.lay_out(mask[:, 0].flatten(0, 1)[flat])[:, None]
-    q = linear(attention.q_proj, x.flatten(0, 1)[flat]).view(len(flat), -1, attention.head_dim)
-    q = rotary.at(positions)(positions.lay_out(q)).transpose(1, 2)
-    o = positions.pick(_attention(q, k, v, query_mask, attention.scaling).transpose(1, 2)).flatten(1)
-    h_scored = h.flatten(0, 1)[flat] + linear(attention.o_proj, o)
-    return h_scored + _mlp(layer.mlp, layer.post_attention_layernorm(h_scored), linear)
-
-
 @dataclass
 class _InFlight:
     """A batch between layers: its hidden states and what every layer reuses (masks, rotary, lent keys)."""
@@ -225,12 +183,43 @@ class _InFlight:
     lent: Sequence[tuple[torch.Tensor, torch.Tensor]] | None
     gap: int
 
+    def lent_at(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The keys and values lent to the rows at the `index`-th layer that runs, or None."""
+        return None if self.lent is None else self.lent[index]
+
 
 def _start(decoder: Any, batch: Batch, lent: Sequence[tuple[torch.Tensor, torch.Tensor]] | None) -> _InFlight:
     h = decoder.embed_tokens(batch.input_ids)
     gap = key_gap(batch)
     masks = LayerMasks(batch, h.dtype, decoder.config, gap)  # per layer: its sliding window's, if it has one
     return _InFlight(batch, h, _Rotary(*decoder.rotary_emb(h, batch.position_ids)), masks, lent, gap)
+
+
+def _layer(layer: Any, index: int, f: _InFlight, linear: PackedLinears) -> torch.Tensor:
+    """The batch's hidden states after `layer`, the `index`-th that runs."""
+    attention, h = layer.self_attn, f.h
+    x = layer.input_layernorm(h)
+    k, v = _keys_values(attention, x, f.rotary, f.lent_at(index), f.gap, linear)
+    q = f.rotary(linear(attention.q_proj, x).view(*x.shape[:2], -1, attention.head_dim)).transpose(1, 2)
+    o = _attention(q, k, v, f.masks(layer), attention.scaling).transpose(1, 2).reshape(*x.shape[:2], -1)
+    h = h + linear(attention.o_proj, o)
+    return h + _mlp(layer.mlp, layer.post_attention_layernorm(h), linear)
+
+
+def _last_layer(layer: Any, index: int, f: _InFlight, linear: PackedLinears) -> torch.Tensor:
+    """The last layer at the batch's scored positions only, `batch.hidden_index` (keys and values at every
+    position)."""
+    attention, h, flat = layer.self_attn, f.h, f.batch.hidden_index
+    x = layer.input_layernorm(h)
+    k, v = _keys_values(attention, x, f.rotary, f.lent_at(index), f.gap, linear)
+    # Each row's scored positions are that row's queries; unused slots see every key (no NaN).
+    positions = _RowSlots(flat, *h.shape[:2])
+    query_mask = positions.lay_out(f.masks(layer)[:, 0].flatten(0, 1)[flat])[:, None]
+    q = linear(attention.q_proj, x.flatten(0, 1)[flat]).view(len(flat), -1, attention.head_dim)
+    q = f.rotary.at(positions)(positions.lay_out(q)).transpose(1, 2)
+    o = positions.pick(_attention(q, k, v, query_mask, attention.scaling).transpose(1, 2)).flatten(1)
+    h_scored = h.flatten(0, 1)[flat] + linear(attention.o_proj, o)
+    return h_scored + _mlp(layer.mlp, layer.post_attention_layernorm(h_scored), linear)
 
 
 def chunk_bytes(batch: Batch, config: Any, element_size: int) -> int:
@@ -258,15 +247,9 @@ def scored_hidden_chunk(
     for index, layer in enumerate(layers[:-1]):
         linear = PackedLinears(packing)  # this layer's packs only: freed with it
         for f in flights:
-            lent = None if f.lent is None else f.lent[index]
-            f.h = _layer(layer, f.h, f.rotary, f.masks(layer), lent, f.gap, linear)
+            f.h = _layer(layer, index, f, linear)
     last, linear = layers[-1], PackedLinears(packing)
-    out = []
-    for f in flights:
-        lent = None if f.lent is None else f.lent[len(layers) - 1]
-        hidden = _last_layer(last, f.h, f.rotary, f.masks(last), lent, f.gap, f.batch.hidden_index, linear)
-        out.append(decoder.norm(hidden))
-    return out
+    return [decoder.norm(_last_layer(last, len(layers) - 1, f, linear)) for f in flights]
 
 
 def scored_hidden_states(model: Any, batch: Batch, prefix_kv: KV | None) -> torch.Tensor:
