@@ -157,7 +157,7 @@ def test_a_killed_run_loses_only_its_trial_in_flight(tmp_path):
     out = tmp_path / "run"
     proc = run_killed(  # the 4th evaluation is scored, then the process dies as it tells the values
         SEARCH.format(overrides=overrides, out=str(out)),
-        at="optuna.study.study:Study.tell",
+        at="nas.search.worker:tell",  # the worker's tell (`optuna_compat.tell`): args are (study, trial, values)
         when="len(args) > 2",
         nth=4,
     )

@@ -4,9 +4,11 @@ duplicate children are redrawn without changing what is evaluated."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -17,7 +19,8 @@ from optuna.trial import TrialState
 from nas.search import batched_storage
 from nas.search.algorithms import Nsga2
 from nas.search.batched_storage import BatchedStorage
-from nas.search.pareto import front_numbers, pareto_mask
+from nas.search.optuna_compat import tell
+from nas.search.pareto import front_hypervolume, front_numbers, hypervolume, merge_into_front, pareto_mask
 from nas.search.predictors import fit_predictor, make_predictor
 from nas.search.sqlite_wal import filesystem_type
 from nas.search.study import open_storage
@@ -102,6 +105,38 @@ def test_batched_writes_read_back_as_optunas_own(tmp_path, request, kind):
     assert dict(beats) == {"plain": 3, "batched": 3}
 
 
+def test_tell_without_the_returned_copy_leaves_the_trials_study_tell_leaves(tmp_path):
+    """`optuna_compat.tell` skips only `Study.tell`'s deep copy of its return value: the same states, values and
+    sampler callback, the same refusal of a finished trial, the same skip when asked to."""
+
+    def told(teller: Any) -> tuple[list[tuple], list[int]]:
+        calls: list[int] = []
+        sampler = RandomSampler(seed=0)
+        sampler.after_trial = lambda study, trial, state, values: calls.append(trial.number)  # type: ignore[method-assign]
+        study = optuna.create_study(directions=["minimize", "maximize"], sampler=sampler)
+        states = [([1.0, 2.0], None), (None, TrialState.PRUNED), (None, TrialState.FAIL), ([float("nan"), 1.0], None)]
+        for values, state in states:
+            trial = study.ask()
+            trial.suggest_int("p", 0, 3)
+            with pytest.warns(UserWarning) if values and values[0] != values[0] else contextlib.nullcontext():
+                teller(study, trial, values, state)
+            teller(study, trial.number, None, TrialState.FAIL, skip_if_finished=True)  # skipped: finished
+            with pytest.raises(ValueError, match="Cannot tell a"):
+                teller(study, trial, [0.0, 0.0], None)
+        return [fields(t) for t in study.trials], calls
+
+    def optunas(study: optuna.Study, trial: Any, values: Any, state: Any, skip_if_finished: bool = False) -> None:
+        study.tell(trial, values, state=state, skip_if_finished=skip_if_finished)
+
+    def ours(study: optuna.Study, trial: Any, values: Any, state: Any, skip_if_finished: bool = False) -> None:
+        tell(study, trial, values, state=state, skip_if_finished=skip_if_finished)
+
+    expected = told(optunas)
+    assert told(ours) == expected
+    assert [t[1] for t in expected[0]] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.FAIL]
+    assert expected[1] == [0, 1, 2, 3]
+
+
 def test_a_trials_writes_land_together_before_anything_else_is_read(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
     rdb = open_storage(url)
@@ -172,6 +207,49 @@ def test_front_numbers_equal_peeling_fronts_one_by_one():
         if case % 7 == 0:
             loss[rng.random(n) < 0.1, -1] = np.nan  # never dominated, as in pareto_mask
         assert (front_numbers(loss) == peeled_fronts(loss)).all(), case
+
+
+def test_a_front_merged_evaluation_by_evaluation_equals_the_mask_of_all_of_them():
+    """The progress bar's front, merged as evaluations arrive (one or several at a time), keeps the rows
+    `pareto_mask` keeps of everything so far, in the same order, and its hypervolume is `hypervolume`'s."""
+    rng = np.random.default_rng(1)
+    bounds = np.array([1.5, 1.5, 1.5])
+    for case in range(100):
+        k = int(rng.choice([2, 3]))
+        rows = rng.integers(0, 6, size=(60, k)) / 4.0 if case % 2 else rng.random((60, k)) * 1.6  # ties, or none
+        if case % 5 == 0:
+            rows[rng.random(60) < 0.1, -1] = np.nan
+        front = np.zeros((0, k))
+        seen = 0
+        while seen < len(rows):
+            batch = rows[seen : seen + int(rng.choice([1, 1, 1, 3]))]
+            keep_front, keep_new = merge_into_front(front, batch)
+            front = np.vstack([front[keep_front], batch[keep_new]])
+            seen += len(batch)
+            expected = rows[:seen][pareto_mask(rows[:seen])]
+            np.testing.assert_array_equal(front, expected, err_msg=str(case))
+            assert front_hypervolume(front, bounds[:k]) == hypervolume(rows[:seen], bounds[:k]), case
+
+
+def test_known_trials_stay_in_number_order_as_they_change():
+    """The worker's last read keeps its trials by number through new trials, replaced ones and another worker's
+    older trial read late; a list handed out is not changed by later updates."""
+
+    def trial(number: int, trial_id: int, state: TrialState = TrialState.RUNNING) -> optuna.trial.FrozenTrial:
+        made = optuna.trial.create_trial(state=state, values=[1.0] if state == TrialState.COMPLETE else None)
+        made.number, made._trial_id = number, trial_id
+        return made
+
+    known = batched_storage._KnownTrials()
+    for number, trial_id in [(0, 10), (1, 11), (3, 13), (2, 12), (5, 15), (4, 14)]:
+        known.update(trial(number, trial_id))
+    handed_out = known.in_order()
+    known.update(trial(2, 12, TrialState.COMPLETE))
+    known.update(trial(6, 16))
+    assert [t.number for t in handed_out] == [0, 1, 2, 3, 4, 5] and handed_out[2].state == TrialState.RUNNING
+    now = known.in_order()
+    assert [t.number for t in now] == list(range(7)) and now[2].state == TrialState.COMPLETE
+    assert now == sorted(known.trials.values(), key=lambda t: t.number)
 
 
 @pytest.mark.parametrize("kind", ["svr", "ridge"])

@@ -29,6 +29,7 @@ from optuna.distributions import (
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat as BaseHeartbeat  # re-exported: no public home
 from optuna.study._frozen import FrozenStudy as FrozenStudy  # re-exported: `get_all_studies`'s return type
+from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 
@@ -41,6 +42,19 @@ def storage_of(study: optuna.Study) -> BaseStorage:
 def trial_id_of(trial: Trial | FrozenTrial) -> int:
     """The storage's id of a trial (heartbeats and attributes are keyed by it, not by its number)."""
     return int(trial._trial_id)
+
+
+def tell(
+    study: optuna.Study,
+    trial: Trial | int,
+    values: Sequence[float] | None = None,
+    state: TrialState | None = None,
+    skip_if_finished: bool = False,
+) -> None:
+    """`Study.tell` without its return value: Optuna's returns a deep copy of the finished trial, which no caller
+    here reads and which cost 0.7 ms of a search's 10 ms per trial on a cheap objective (31 parameters, 6
+    attributes). The same checks, sampler callback and storage write; its warnings are shown."""
+    _tell_with_warning(study=study, trial=trial, value_or_values=values, state=state, skip_if_finished=skip_if_finished)
 
 
 def set_frozen_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:

@@ -45,6 +45,24 @@ def pareto_mask(loss: np.ndarray) -> np.ndarray:
     return np.asarray(~dominated, dtype=bool)
 
 
+def _dominates(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[len(a), len(b)]: whether row i of `a` dominates row j of `b` (no worse everywhere, better somewhere)."""
+    a, b = a[:, None, :], b[None, :, :]
+    return np.asarray((a <= b).all(-1) & (a < b).any(-1), dtype=bool)
+
+
+def merge_into_front(front: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of a front (rows none of which dominates another) and which new `rows` are non-dominated
+    together, as two masks: `pareto_mask` of both stacked, in O(front x rows) instead of O((front + rows)^2). A
+    search's progress merges each evaluation into its front so; its cost grows with the front, not its square."""
+    front = np.asarray(front, dtype=np.float64).reshape(-1, rows.shape[1])
+    rows = np.asarray(rows, dtype=np.float64)
+    # A row dominated by a dominated row is dominated by whatever dominates that one: checking every row suffices.
+    keep_front = ~_dominates(rows, front).any(axis=0)
+    keep_rows = pareto_mask(rows) & ~_dominates(front, rows).any(axis=0)
+    return np.asarray(keep_front, dtype=bool), np.asarray(keep_rows, dtype=bool)
+
+
 def front_numbers(loss: np.ndarray) -> np.ndarray:
     """The non-dominated front of every row (0: no row dominates it; k: only rows of fronts < k do), lower loss
     better in every column: what peeling `pareto_mask` fronts one by one gives, in O(n log n) for two columns
@@ -113,10 +131,17 @@ def hypervolume(loss: np.ndarray, bounds: np.ndarray) -> float:
     """Volume dominated by `loss` rows and bounded by `bounds` (rows beyond a bound add nothing)."""
     loss = np.asarray(loss, dtype=np.float64).reshape(-1, len(bounds))
     inside = loss[(loss < bounds).all(axis=1)]
+    return front_hypervolume(inside[pareto_mask(inside)], bounds)
+
+
+def front_hypervolume(front: np.ndarray, bounds: np.ndarray) -> float:
+    """`hypervolume` of rows none of which dominates another (a front, as `merge_into_front` keeps one), without
+    looking for dominated rows again."""
+    front = np.asarray(front, dtype=np.float64).reshape(-1, len(bounds))
+    inside = front[(front < bounds).all(axis=1)]
     if len(inside) == 0:
         return 0.0
-    front = inside[pareto_mask(inside)]
-    return compute_hypervolume(np.unique(front, axis=0), bounds.astype(np.float64))
+    return compute_hypervolume(np.unique(inside, axis=0), bounds.astype(np.float64))
 
 
 def hypervolume_history(loss: np.ndarray, bounds: np.ndarray) -> list[float]:

@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import SearchConfigError
 from nas.io.secrets import redact_url, with_password
-from nas.search.optuna_compat import database_engine, experimental_features
+from nas.search.optuna_compat import database_engine, experimental_features, tell
 from nas.search.sqlite_wal import use_write_ahead_log
 
 log = logging.getLogger(__name__)
@@ -294,7 +294,7 @@ def fail_dead_trials(
     for t in running:
         if _worker_gone(t, now):
             # Public since Optuna 3: telling a trial by number, skipped if its worker finished it meanwhile.
-            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            tell(study, t.number, state=TrialState.FAIL, skip_if_finished=True)
             failed.append(t.number)
     if check_heartbeats:
         with experimental_features():

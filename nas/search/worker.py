@@ -33,9 +33,9 @@ from nas.search.constraints import (
 )
 from nas.search.context import SearchContext
 from nas.search.distinct import distinct_sampler
-from nas.search.optuna_compat import database_engine, experimental_features, storage_of, trial_id_of
+from nas.search.optuna_compat import database_engine, experimental_features, storage_of, tell, trial_id_of
 from nas.search.outputs import reference_values
-from nas.search.pareto import hypervolume, loss_bounds, losses, pareto_mask
+from nas.search.pareto import front_hypervolume, loss_bounds, losses, merge_into_front
 from nas.search.sqlite_wal import checkpoint
 from nas.search.storage_retry import StoragePatience, is_outage
 from nas.search.study import (
@@ -71,9 +71,11 @@ class _Progress:
 
     def __init__(self, ctx: SearchContext, enabled: bool) -> None:
         self.ctx = ctx
-        self.bar = tqdm(total=ctx.budget, desc=f"search {ctx.study.study_name}", disable=not enabled, unit="eval")
+        self.budget = ctx.budget  # read once: a config lookup costs 0.1 ms
+        self.bar = tqdm(total=self.budget, desc=f"search {ctx.study.study_name}", disable=not enabled, unit="eval")
         self.reference: dict[str, float] | None = None
         self.front = np.zeros((0, len(ctx.objectives)))  # values of the non-dominated evaluations so far
+        self.front_loss = np.zeros((0, len(ctx.objectives)))  # and their losses
         self.included: set[int] = set()  # trial numbers merged into `front`
         self.refresh()
 
@@ -85,7 +87,7 @@ class _Progress:
         with answering_from_last_read(self.ctx.study):
             trials = self.ctx.study.get_trials(deepcopy=False)
         known = evaluated_by_key_in(trials)
-        self.bar.n = min(len(known), self.ctx.budget)
+        self.bar.n = min(len(known), self.budget)
         if self.reference is None:  # set once per study, before the first evaluation
             self.reference = reference_values(self.ctx.study) or None
         new = [
@@ -95,18 +97,23 @@ class _Progress:
         ]
         if new and self.reference:
             self.included.update(t.number for t in new)
-            values = np.vstack([self.front, np.array([t.values for t in new])])
+            values = np.array([t.values for t in new], dtype=np.float64)
             loss = losses(values, self.ctx.objectives, self.reference)
-            keep = pareto_mask(loss)
-            self.front = values[keep]
-            # Each objective's best value lies on the front; the hypervolume is the front's.
-            best = {
-                o.name: (self.front[:, i].max() if o.maximize else self.front[:, i].min())
-                for i, o in enumerate(self.ctx.objectives)
-            }
-            hv = hypervolume(loss[keep], loss_bounds(self.ctx.objectives))
-            self.bar.set_postfix({**{k: f"{v:.4g}" for k, v in best.items()}, "hv": f"{hv:.4f}"}, refresh=False)
+            keep_front, keep_new = merge_into_front(self.front_loss, loss)
+            self.front = np.vstack([self.front[keep_front], values[keep_new]])
+            self.front_loss = np.vstack([self.front_loss[keep_front], loss[keep_new]])
+            if keep_new.any():  # else every new one is dominated: nothing shown changes
+                self.bar.set_postfix(self._postfix(), refresh=False)
         self.bar.refresh()
+
+    def _postfix(self) -> dict[str, str]:
+        """Each objective's best value (it lies on the front) and the front's hypervolume."""
+        best = {
+            o.name: (self.front[:, i].max() if o.maximize else self.front[:, i].min())
+            for i, o in enumerate(self.ctx.objectives)
+        }
+        hv = front_hypervolume(self.front_loss, loss_bounds(self.ctx.objectives))
+        return {**{k: f"{v:.4g}" for k, v in best.items()}, "hv": f"{hv:.4f}"}
 
     def close(self) -> None:
         self.bar.close()
@@ -120,6 +127,9 @@ class Worker:
         self.study = ctx.study
         self.distinct = ctx.space.size()["distinct"]
         self.patience = int(ctx.cfg.search.duplicate_patience)
+        # Read once: each config lookup costs 0.1 ms, and the loop asks for these several times per trial.
+        self.budget = ctx.budget
+        self.heartbeat_check_interval = float(ctx.cfg.search.heartbeat_interval or 0) / 2
         self.distinct_sampler = distinct_sampler(ctx.study.sampler)
         self.let_through = 0
         self.rng = random.Random(int(ctx.cfg.search.seed) + len(self.study.get_trials(deepcopy=False)))
@@ -141,9 +151,8 @@ class Worker:
     def heartbeats_due(self) -> bool:
         """Whether to look for trials whose heartbeat stopped (a query of its own): at most twice per heartbeat
         interval, which is as often as a stale trial can appear."""
-        interval = float(self.ctx.cfg.search.heartbeat_interval or 0) / 2
         now = time.monotonic()
-        if now - self.last_heartbeat_check < interval:
+        if now - self.last_heartbeat_check < self.heartbeat_check_interval:
             return False
         self.last_heartbeat_check = now
         return True
@@ -155,14 +164,14 @@ class Worker:
             if fail_dead_trials(self.study, trials, self.heartbeats_due()):
                 trials = self.read_trials()
             known = evaluated_by_key_in(trials)
-            if len(known) >= self.ctx.budget:
+            if len(known) >= self.budget:
                 return False
             if len(known) >= self.distinct:
                 log.warning(
                     "Every one of the %d distinct sub-networks is evaluated; stopping before the budget.", self.distinct
                 )
                 return False
-            if len(known) + len(alive_running(self.study, trials)) < self.ctx.budget:
+            if len(known) + len(alive_running(self.study, trials)) < self.budget:
                 return True
             time.sleep(1.0)  # the last evaluations are in flight in other workers
         return False
@@ -189,9 +198,9 @@ class Worker:
         beat_once(storage_of(self.study), trial_id_of(trial))
         return trial, sub
 
-    def skipped_as_taken(self, trial: Trial, key: str) -> tuple[bool, list[FrozenTrial]]:
+    def skipped_as_taken(self, trial: Trial, key: str) -> tuple[bool, dict[str, FrozenTrial]]:
         """Fail the trial (not an evaluation) when the budget is taken or another worker is evaluating the same
-        sub-network; returns that, and the trials read to decide.
+        sub-network; returns that, and the evaluations read to decide (`evaluated_by_key_in`).
 
         Workers decide one at a time (`decision_lock`), each from one read of the study: a worker deciding later
         sees the earlier one's trial in flight, or failed as skipped, so two workers never both take the last
@@ -202,20 +211,19 @@ class Worker:
             trials = self.read_trials()
             others = [t for t in alive_running(self.study, trials) if trial_id_of(t) != trial_id_of(trial)]
             known = evaluated_by_key_in(trials)
-            if len(known) + len(others) < self.ctx.budget and all(t.user_attrs.get(SUBNET_ATTR) != key for t in others):
-                return False, trials
+            if len(known) + len(others) < self.budget and all(t.user_attrs.get(SUBNET_ATTR) != key for t in others):
+                return False, known
             trial.set_user_attr("skipped", "budget taken or the same sub-network in flight in another worker")
-            self.study.tell(trial, state=TrialState.FAIL)
-        return True, trials
+            tell(self.study, trial, state=TrialState.FAIL)
+        return True, known
 
-    def answered_as_duplicate(self, trial: Trial, key: str, trials: list[FrozenTrial]) -> bool:
+    def answered_as_duplicate(self, trial: Trial, key: str, known: dict[str, FrozenTrial]) -> bool:
         """Prune a trial whose sub-network was evaluated already (it costs no evaluation).
 
         PRUNED trials are not members of the sampler's population either (NSGA-II ignores them), so a
         generation is filled with distinct sub-networks, as pymoo's duplicate elimination does; the
-        values stay with the original trial.
+        values stay with the original trial. `known`: the evaluations as `skipped_as_taken` just read them.
         """
-        known = evaluated_by_key_in(trials)
         if key not in known:
             self.duplicates_in_a_row = 0
             return False
@@ -223,7 +231,7 @@ class Worker:
         if self.ctx.constraints and CONSTRAINT_VALUES_ATTR in known[key].user_attrs:
             # The original's, so Optuna's readers never see a trial of a constrained study without them.
             self.record_constraints(trial, known[key].user_attrs[CONSTRAINT_VALUES_ATTR])
-        self.study.tell(trial, state=TrialState.PRUNED)
+        tell(self.study, trial, state=TrialState.PRUNED)
         self.duplicates_in_a_row += self._children_repeated()
         if self.duplicates_in_a_row >= self.patience:
             self._escape_convergence(set(known))
@@ -256,7 +264,7 @@ class Worker:
             "No unevaluated sub-network (meeting the analytic constraints) found in 10000 random draws; stopping at %d "
             "of %d.",
             len(seen),
-            self.ctx.budget,
+            self.budget,
         )
         self.exhausted = True
 
@@ -282,7 +290,7 @@ class Worker:
             )
         except BaseException:
             try:
-                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                tell(self.study, trial, state=TrialState.FAIL, skip_if_finished=True)
             except Exception as exc:  # the storage is gone: the next run fails the trial as its worker's
                 log.warning("Could not mark trial %d failed (%s).", trial.number, type(exc).__name__)
             raise
@@ -301,7 +309,7 @@ class Worker:
         trial.set_user_attr(EVALUATED_ATTR, True)
         if bad:
             trial.set_user_attr(NON_FINITE_ATTR, {k: bad.get(k, v) for k, v in values.items()})
-            self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            tell(self.study, trial, state=TrialState.FAIL, skip_if_finished=True)
             log.warning(
                 "Trial %d, %s: %s is not finite; recorded as evaluated, left off the front.",
                 trial.number,
@@ -309,7 +317,7 @@ class Worker:
                 ", ".join(f"{k}={v}" for k, v in bad.items()),
             )
         else:
-            self.study.tell(trial, [values[o.name] for o in self.ctx.objectives], skip_if_finished=True)
+            tell(self.study, trial, [values[o.name] for o in self.ctx.objectives], skip_if_finished=True)
 
     def summary(self, sub: SubNetwork) -> dict[str, Any]:
         """What a person reading the trial in the Optuna dashboard wants first: the sub-network in words and
@@ -326,7 +334,7 @@ class Worker:
         """After an outage: this worker's trials left RUNNING by the interrupted step (none is in flight now)."""
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if t.user_attrs.get(WORKER_ATTR) == self.me:
-                self.study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+                tell(self.study, t.number, state=TrialState.FAIL, skip_if_finished=True)
 
     def step(self, bar: _Progress) -> bool:
         """One pass of the loop; False when the budget is met."""
@@ -334,11 +342,11 @@ class Worker:
             return False
         trial, sub = self.propose()
         key = sub.to_json()
-        skipped, trials = self.skipped_as_taken(trial, key)
+        skipped, known = self.skipped_as_taken(trial, key)
         if skipped:
             self._children_repeated()  # a child let through for another worker's trial is not a duplicate here
             return True
-        if self.answered_as_duplicate(trial, key, trials):
+        if self.answered_as_duplicate(trial, key, known):
             return True
         self.evaluate(trial, sub)
         bar.refresh()
