@@ -15,7 +15,9 @@ by its predictors per round, 10 evaluations per round):
    wall-clock, seconds per evaluation, overhead and sub-networks per minute, LINAS's wall-clock over NSGA-II's
    (target <= 1.25), and, with `--whittle-python` (a Python environment with whittle 0.6.0, which pins
    transformers < 4.54 and so cannot share ours: `python -m venv /tmp/whittle && /tmp/whittle/bin/pip install
-   torch==2.13.0 torchvision==0.28.0 whittle==0.6.0`), whittle's `multi_objective_search` on its GPT super-network
+   torch==2.13.0 torchvision==0.28.0 whittle==0.6.0`; where `import whittle` then fails with "operator torchvision::nms
+   does not exist", the index's torchvision wheel was built for another torch: `/tmp/whittle/bin/pip uninstall -y
+   torchvision`, which the search does not use), whittle's `multi_objective_search` on its GPT super-network
    of the same shape with the same objective on the same tokens, the same budget and thread count
    (`benchmarks/whittle_search_side.py`), drawing from the same choices (so the sub-networks evaluated are alike in
    size): sub-networks per minute ours / whittle's (target >= 1).
