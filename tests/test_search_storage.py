@@ -105,7 +105,7 @@ def test_batched_writes_read_back_as_optunas_own(tmp_path, request, kind):
     assert dict(beats) == {"plain": 3, "batched": 3}
 
 
-def test_tell_without_the_returned_copy_leaves_the_trials_study_tell_leaves(tmp_path):
+def test_tell_without_the_returned_copy_leaves_the_trials_study_tell_leaves():
     """`optuna_compat.tell` skips only `Study.tell`'s deep copy of its return value: the same states, values and
     sampler callback, the same refusal of a finished trial, the same skip when asked to."""
 
