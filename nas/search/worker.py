@@ -71,8 +71,7 @@ class _Progress:
 
     def __init__(self, ctx: SearchContext, enabled: bool) -> None:
         self.ctx = ctx
-        self.budget = ctx.budget  # read once: a config lookup costs 0.1 ms
-        self.bar = tqdm(total=self.budget, desc=f"search {ctx.study.study_name}", disable=not enabled, unit="eval")
+        self.bar = tqdm(total=ctx.budget, desc=f"search {ctx.study.study_name}", disable=not enabled, unit="eval")
         self.reference: dict[str, float] | None = None
         self.front = np.zeros((0, len(ctx.objectives)))  # values of the non-dominated evaluations so far
         self.front_loss = np.zeros((0, len(ctx.objectives)))  # and their losses
@@ -87,7 +86,7 @@ class _Progress:
         with answering_from_last_read(self.ctx.study):
             trials = self.ctx.study.get_trials(deepcopy=False)
         known = evaluated_by_key_in(trials)
-        self.bar.n = min(len(known), self.budget)
+        self.bar.n = min(len(known), self.ctx.budget)
         if self.reference is None:  # set once per study, before the first evaluation
             self.reference = reference_values(self.ctx.study) or None
         new = [
@@ -127,8 +126,7 @@ class Worker:
         self.study = ctx.study
         self.distinct = ctx.space.size()["distinct"]
         self.patience = int(ctx.cfg.search.duplicate_patience)
-        # Read once: each config lookup costs 0.1 ms, and the loop asks for these several times per trial.
-        self.budget = ctx.budget
+        # Read once: a config lookup costs 0.1 ms, and the loop asks for it every trial.
         self.heartbeat_check_interval = float(ctx.cfg.search.heartbeat_interval or 0) / 2
         self.distinct_sampler = distinct_sampler(ctx.study.sampler)
         self.let_through = 0
@@ -164,14 +162,14 @@ class Worker:
             if fail_dead_trials(self.study, trials, self.heartbeats_due()):
                 trials = self.read_trials()
             known = evaluated_by_key_in(trials)
-            if len(known) >= self.budget:
+            if len(known) >= self.ctx.budget:
                 return False
             if len(known) >= self.distinct:
                 log.warning(
                     "Every one of the %d distinct sub-networks is evaluated; stopping before the budget.", self.distinct
                 )
                 return False
-            if len(known) + len(alive_running(self.study, trials)) < self.budget:
+            if len(known) + len(alive_running(self.study, trials)) < self.ctx.budget:
                 return True
             time.sleep(1.0)  # the last evaluations are in flight in other workers
         return False
@@ -211,7 +209,7 @@ class Worker:
             trials = self.read_trials()
             others = [t for t in alive_running(self.study, trials) if trial_id_of(t) != trial_id_of(trial)]
             known = evaluated_by_key_in(trials)
-            if len(known) + len(others) < self.budget and all(t.user_attrs.get(SUBNET_ATTR) != key for t in others):
+            if len(known) + len(others) < self.ctx.budget and all(t.user_attrs.get(SUBNET_ATTR) != key for t in others):
                 return False, known
             trial.set_user_attr("skipped", "budget taken or the same sub-network in flight in another worker")
             tell(self.study, trial, state=TrialState.FAIL)
@@ -264,7 +262,7 @@ class Worker:
             "No unevaluated sub-network (meeting the analytic constraints) found in 10000 random draws; stopping at %d "
             "of %d.",
             len(seen),
-            self.budget,
+            self.ctx.budget,
         )
         self.exhausted = True
 
