@@ -5,6 +5,7 @@ duplicate children are redrawn without changing what is evaluated."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import sqlite3
 import sys
 from pathlib import Path
@@ -24,6 +25,14 @@ from nas.search.pareto import front_hypervolume, front_numbers, hypervolume, mer
 from nas.search.predictors import fit_predictor, make_predictor
 from nas.search.sqlite_wal import filesystem_type
 from nas.search.study import open_storage
+from nas.search.trials import (
+    DUPLICATE_ATTR,
+    EVALUATED_ATTR,
+    NON_FINITE_ATTR,
+    SUBNET_ATTR,
+    EvaluatedIndex,
+    evaluated_by_key_in,
+)
 from nas.stages.search import run_search
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -103,6 +112,18 @@ def test_batched_writes_read_back_as_optunas_own(tmp_path, request, kind):
             "JOIN studies s ON s.study_id = t.study_id GROUP BY s.study_name"
         ).all()
     assert dict(beats) == {"plain": 3, "batched": 3}
+    # Study system attributes (NSGA-II's parents per generation) read back as Optuna reads them, none or several.
+    storage = batched._storage
+    assert storage.get_study_system_attrs(batched._study_id) == rdb.get_study_system_attrs(batched._study_id) == {}
+    for key, value in [("nsga2:parent:1", [3, 1, 2]), ("note", {"a": [1.5, None], "b": "x"}), ("nsga2:parent:1", [4])]:
+        storage.set_study_system_attr(batched._study_id, key, value)
+    assert storage.get_study_system_attrs(batched._study_id) == rdb.get_study_system_attrs(batched._study_id)
+    assert storage.get_study_system_attrs(batched._study_id) == {
+        "nsga2:parent:1": [4],
+        "note": {"a": [1.5, None], "b": "x"},
+    }
+    with pytest.raises(KeyError):
+        storage.get_study_system_attrs(batched._study_id + 100)
 
 
 def test_tell_without_the_returned_copy_leaves_the_trials_study_tell_leaves():
@@ -250,6 +271,54 @@ def test_known_trials_stay_in_number_order_as_they_change():
     now = known.in_order()
     assert [t.number for t in now] == list(range(7)) and now[2].state == TrialState.COMPLETE
     assert now == sorted(known.trials.values(), key=lambda t: t.number)
+
+
+@pytest.mark.parametrize("skewed_clocks", [False, True])
+def test_the_evaluated_index_equals_the_map_rebuilt_at_every_read(skewed_clocks):
+    """Through trials created, run and finished as evaluations (finite or not), duplicates, budget skips and
+    queued ones, read after every step (twice with a new trial missing, as a read racing its creation can), the
+    index kept up to date equals `evaluated_by_key_in` of the whole read: the same trials by key, in the same
+    order while trials complete in order (with another worker's clock behind, the same trials by key: of two
+    evaluations of one sub-network, the later); its running trials are the read's."""
+    rng = np.random.default_rng(7 + skewed_clocks)
+    start = datetime.datetime(2026, 1, 1)
+    trials: list[optuna.trial.FrozenTrial] = []
+
+    def made(number: int, state: TrialState, attrs: dict[str, Any], second: float) -> optuna.trial.FrozenTrial:
+        trial = optuna.trial.create_trial(
+            state=state, values=[float(number)] if state == TrialState.COMPLETE else None, user_attrs=attrs
+        )
+        trial.number, trial._trial_id = number, number + 100
+        trial.datetime_complete = start + datetime.timedelta(seconds=float(second)) if state.is_finished() else None
+        return trial
+
+    index = EvaluatedIndex()
+    for step in range(400):
+        unfinished = [t for t in trials if not t.state.is_finished()]
+        if not unfinished or rng.random() < 0.45:
+            state = TrialState.WAITING if rng.random() < 0.1 else TrialState.RUNNING
+            trials.append(made(len(trials), state, {SUBNET_ATTR: f"sub{rng.integers(20)}"}, 0))
+        else:
+            old = unfinished[rng.integers(len(unfinished))]
+            second = step - (rng.integers(30) if skewed_clocks else 0)  # another worker's clock may lag
+            key = {SUBNET_ATTR: old.user_attrs[SUBNET_ATTR]}
+            state, attrs = [
+                (TrialState.COMPLETE, {**key, EVALUATED_ATTR: True}),
+                (TrialState.FAIL, {**key, EVALUATED_ATTR: True, NON_FINITE_ATTR: {"ppl": "nan"}}),
+                (TrialState.PRUNED, {**key, DUPLICATE_ATTR: 0}),
+                (TrialState.FAIL, {**key, "skipped": "budget taken"}),
+            ][rng.choice(4, p=[0.6, 0.1, 0.2, 0.1])]
+            trials[old.number] = made(old.number, state, attrs, second)
+        read = list(trials)
+        if step % 97 == 0 and len(read) > 2 and not read[-2].state.is_finished():
+            del read[-2]  # another worker's new trial, not seen yet by this read
+        got, rebuilt = index.update(read), evaluated_by_key_in(read)
+        same_order = list if not skewed_clocks else sorted
+        assert same_order((k, t.number) for k, t in got.items()) == same_order(
+            (k, t.number) for k, t in rebuilt.items()
+        )
+        assert sorted(t.number for t in index.running()) == [t.number for t in read if t.state == TrialState.RUNNING]
+    assert len(index.found) == sum(1 for t in trials if t.user_attrs.get(EVALUATED_ATTR)) > 100
 
 
 @pytest.mark.parametrize("kind", ["svr", "ridge"])

@@ -43,6 +43,7 @@ from nas.search.optuna_compat import (
     create_trial,
     load_trials,
     storage_of,
+    study_system_attrs,
     trial_state,
     trial_states,
     write_trial_batch,
@@ -267,7 +268,7 @@ class BatchedStorage(BaseStorage, BaseHeartbeat):
         return self.backend.get_study_user_attrs(study_id)
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        return self.backend.get_study_system_attrs(study_id)
+        return study_system_attrs(self.backend, study_id)
 
     def get_all_studies(self) -> list[FrozenStudy]:
         return self.backend.get_all_studies()

@@ -12,15 +12,17 @@ duplicate trials, makes the next trial a random unevaluated sub-network (`Distin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from nas.search.encoding import SearchEncoding
-from nas.search.trials import SUBNET_ATTR, evaluated_by_key_in
+from nas.search.optuna_compat import storage_of
+from nas.search.trials import SUBNET_ATTR, EvaluatedIndex
 from nas.search.wrapping_sampler import WrappingSampler
 
 
@@ -38,6 +40,7 @@ class DistinctSampler(WrappingSampler):
         self.max_draws = max_draws
         self.redrawn = 0  # children replaced because their sub-network was taken (for logs and tests)
         self.let_through = 0  # taken children let through after `max_draws` in a row
+        self._evaluated: dict[tuple[int, int], EvaluatedIndex] = {}  # per study: its evaluations, kept up to date
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
@@ -47,23 +50,25 @@ class DistinctSampler(WrappingSampler):
             return proposal
         taken = self._taken(study, trial)
         for _ in range(self.max_draws - 1):
-            if self._key(proposal) not in taken:
+            if not taken(self._key(proposal)):
                 return proposal
             self.redrawn += 1
             proposal = self.base.sample_relative(study, trial, search_space)
-        if self._key(proposal) in taken:
+        if taken(self._key(proposal)):
             self.let_through += 1
         return proposal
 
-    def _taken(self, study: optuna.Study, trial: FrozenTrial) -> set[str]:
-        """Sub-networks evaluated, or being evaluated by another trial (the study as the worker last read it)."""
-        trials = study.get_trials(deepcopy=False)
+    def _taken(self, study: optuna.Study, trial: FrozenTrial) -> Callable[[str], bool]:
+        """Whether a sub-network is evaluated, or being evaluated by another trial (the study as the worker last
+        read it)."""
+        index = self._evaluated.setdefault((id(storage_of(study)), study._study_id), EvaluatedIndex())
+        evaluated = index.update(study.get_trials(deepcopy=False))
         running = {
             t.user_attrs[SUBNET_ATTR]
-            for t in trials
-            if t.state == TrialState.RUNNING and t.number != trial.number and SUBNET_ATTR in t.user_attrs
+            for t in index.running()
+            if t.number != trial.number and SUBNET_ATTR in t.user_attrs
         }
-        return set(evaluated_by_key_in(trials)) | running
+        return lambda key: key in evaluated or key in running
 
     def _key(self, params: dict[str, Any]) -> str:
         return self.decode(params).to_json()

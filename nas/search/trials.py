@@ -11,7 +11,7 @@ being suggested leaves a trial with only some of them).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -28,8 +28,12 @@ DUPLICATE_ATTR = "duplicate_of"
 FEASIBLE_ATTR = "feasible"  # False when the trial broke a constraint of its study (nas.search.constraints)
 
 
+def _completion(trial: FrozenTrial) -> tuple[bool, Any, int]:
+    return trial.datetime_complete is None, trial.datetime_complete, trial.number
+
+
 def _by_completion(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
-    return sorted(trials, key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
+    return sorted(trials, key=_completion)
 
 
 def evaluations(study: optuna.Study) -> list[FrozenTrial]:
@@ -59,14 +63,64 @@ def evaluated_by_key(study: optuna.Study) -> dict[str, FrozenTrial]:
     return evaluated_by_key_in(study.get_trials(deepcopy=False))
 
 
+def _is_evaluation(trial: FrozenTrial) -> bool:
+    """A real evaluation (finite or not): what counts against the budget."""
+    if SUBNET_ATTR not in trial.user_attrs or not trial.user_attrs.get(EVALUATED_ATTR):
+        return False
+    return trial.state == TrialState.COMPLETE or (
+        trial.state == TrialState.FAIL and bool(trial.user_attrs.get(NON_FINITE_ATTR))
+    )
+
+
 def evaluated_by_key_in(trials: Iterable[FrozenTrial]) -> dict[str, FrozenTrial]:
-    """`evaluated_by_key` of trials read once (one storage read for several questions about the same moment)."""
-    counted = (TrialState.COMPLETE, TrialState.FAIL)
-    return {
-        t.user_attrs[SUBNET_ATTR]: t
-        for t in _by_completion(t for t in trials if t.state in counted and t.user_attrs.get(EVALUATED_ATTR))
-        if SUBNET_ATTR in t.user_attrs and (t.state == TrialState.COMPLETE or t.user_attrs.get(NON_FINITE_ATTR))
-    }
+    """`evaluated_by_key` of trials read once (one storage read for several questions about the same moment): in
+    the order they completed; of two evaluations of one sub-network, the later."""
+    return {t.user_attrs[SUBNET_ATTR]: t for t in _by_completion(filter(_is_evaluation, trials))}
+
+
+class EvaluatedIndex:
+    """`evaluated_by_key_in` of successive whole reads of one study, kept up to date instead of rebuilt.
+
+    A finished trial never changes, so each `update` looks only at the trials that are new since the last read
+    or were unfinished in it: a worker's questions per trial (budget, duplicates, progress) cost what changed, not
+    the study's size (rebuilt three times per trial, the map was a third of a 1500-evaluation search's own time).
+
+    Attributes:
+        by_key: the evaluations by sub-network key, as `evaluated_by_key_in` gives them (callers only read it).
+        found: every evaluation indexed, in the order found (a reader's cursor into what is new).
+        unfinished: the trials unfinished in the last read, by number.
+    """
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, FrozenTrial] = {}
+        self.found: list[FrozenTrial] = []
+        self.unfinished: dict[int, FrozenTrial] = {}
+        self._found_numbers: set[int] = set()
+        self._looked_at = 0  # the study's trials 0.._looked_at - 1 were looked at
+
+    def update(self, trials: Sequence[FrozenTrial]) -> dict[str, FrozenTrial]:
+        """Bring the index to `trials` (the study's whole last read, in number order); returns `by_key`."""
+        whole = not trials or trials[-1].number == len(trials) - 1
+        if whole and len(trials) >= max(self._looked_at, max(self.unfinished, default=-1) + 1):
+            looked_at = [trials[number] for number in self.unfinished] + list(trials[self._looked_at :])
+            self._looked_at = len(trials)
+        else:  # not the trials 0..n-1 (a read that raced another worker's new trial): all of them, this time
+            looked_at, self._looked_at = list(trials), 0
+        self.unfinished = {t.number: t for t in looked_at if not t.state.is_finished()}
+        for trial in _by_completion(filter(_is_evaluation, looked_at)):
+            if trial.number in self._found_numbers:
+                continue
+            key = trial.user_attrs[SUBNET_ATTR]
+            earlier = self.by_key.get(key)
+            if earlier is None or _completion(earlier) <= _completion(trial):
+                self.by_key[key] = trial
+            self.found.append(trial)
+            self._found_numbers.add(trial.number)
+        return self.by_key
+
+    def running(self) -> list[FrozenTrial]:
+        """The trials running in the last read."""
+        return [t for t in self.unfinished.values() if t.state == TrialState.RUNNING]
 
 
 def non_finite(values: Mapping[str, float]) -> dict[str, str]:

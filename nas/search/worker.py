@@ -54,7 +54,7 @@ from nas.search.trials import (
     FEASIBLE_ATTR,
     NON_FINITE_ATTR,
     SUBNET_ATTR,
-    evaluated_by_key_in,
+    EvaluatedIndex,
     is_feasible_trial,
     non_finite,
 )
@@ -69,13 +69,13 @@ SUMMARY_ATTR = "summary"  # the sub-network in words and its sizes, for people r
 class _Progress:
     """Trials done out of the budget, the best value of each objective and the hypervolume so far."""
 
-    def __init__(self, ctx: SearchContext, enabled: bool) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: SearchContext, enabled: bool, index: EvaluatedIndex) -> None:
+        self.ctx, self.index = ctx, index
         self.bar = tqdm(total=ctx.budget, desc=f"search {ctx.study.study_name}", disable=not enabled, unit="eval")
         self.reference: dict[str, float] | None = None
         self.front = np.zeros((0, len(ctx.objectives)))  # values of the non-dominated evaluations so far
         self.front_loss = np.zeros((0, len(ctx.objectives)))  # and their losses
-        self.included: set[int] = set()  # trial numbers merged into `front`
+        self.merged = 0  # evaluations of `index.found` merged into `front`
         self.refresh()
 
     def refresh(self) -> None:
@@ -85,17 +85,20 @@ class _Progress:
             return
         with answering_from_last_read(self.ctx.study):
             trials = self.ctx.study.get_trials(deepcopy=False)
-        known = evaluated_by_key_in(trials)
+        known = self.index.update(trials)
         self.bar.n = min(len(known), self.ctx.budget)
         if self.reference is None:  # set once per study, before the first evaluation
             self.reference = reference_values(self.ctx.study) or None
+        if not self.reference:
+            self.bar.refresh()
+            return
         new = [
             t
-            for t in known.values()
-            if t.number not in self.included and t.state == TrialState.COMPLETE and is_feasible_trial(t)
+            for t in self.index.found[self.merged :]
+            if t.state == TrialState.COMPLETE and is_feasible_trial(t) and known[t.user_attrs[SUBNET_ATTR]] is t
         ]
-        if new and self.reference:
-            self.included.update(t.number for t in new)
+        self.merged = len(self.index.found)
+        if new:
             values = np.array([t.values for t in new], dtype=np.float64)
             loss = losses(values, self.ctx.objectives, self.reference)
             keep_front, keep_new = merge_into_front(self.front_loss, loss)
@@ -132,6 +135,7 @@ class Worker:
         self.let_through = 0
         self.rng = random.Random(int(ctx.cfg.search.seed) + len(self.study.get_trials(deepcopy=False)))
         self.me = worker_id()
+        self.index = EvaluatedIndex()  # the evaluations as of the last read
         stamp_trials(self.study, {WORKER_ATTR: self.me})  # each trial names its worker from its creation on
         self.evaluated = 0
         self.duplicates_in_a_row = 0
@@ -142,9 +146,10 @@ class Worker:
 
     # --- the budget ------------------------------------------------------------------------------
 
-    def read_trials(self) -> list[FrozenTrial]:
-        """The study's trials in one storage read: every question about one moment is answered from it."""
-        return self.study.get_trials(deepcopy=False)
+    def read_trials(self) -> dict[str, FrozenTrial]:
+        """The study's trials in one storage read (every question about one moment is answered from it); returns
+        the evaluations by sub-network key (`index`, brought up to this read)."""
+        return self.index.update(self.study.get_trials(deepcopy=False))
 
     def heartbeats_due(self) -> bool:
         """Whether to look for trials whose heartbeat stopped (a query of its own): at most twice per heartbeat
@@ -158,10 +163,9 @@ class Worker:
     def budget_open(self) -> bool:
         """True while evaluations are missing; waits while the missing ones are in flight elsewhere."""
         while not self.exhausted:
-            trials = self.read_trials()
-            if fail_dead_trials(self.study, trials, self.heartbeats_due()):
-                trials = self.read_trials()
-            known = evaluated_by_key_in(trials)
+            known = self.read_trials()
+            if fail_dead_trials(self.study, self.index.running(), self.heartbeats_due()):
+                known = self.read_trials()
             if len(known) >= self.ctx.budget:
                 return False
             if len(known) >= self.distinct:
@@ -169,7 +173,7 @@ class Worker:
                     "Every one of the %d distinct sub-networks is evaluated; stopping before the budget.", self.distinct
                 )
                 return False
-            if len(known) + len(alive_running(self.study, trials)) < self.ctx.budget:
+            if len(known) + len(alive_running(self.study, self.index.running())) < self.ctx.budget:
                 return True
             time.sleep(1.0)  # the last evaluations are in flight in other workers
         return False
@@ -198,7 +202,7 @@ class Worker:
 
     def skipped_as_taken(self, trial: Trial, key: str) -> tuple[bool, dict[str, FrozenTrial]]:
         """Fail the trial (not an evaluation) when the budget is taken or another worker is evaluating the same
-        sub-network; returns that, and the evaluations read to decide (`evaluated_by_key_in`).
+        sub-network; returns that, and the evaluations read to decide (`index.by_key`).
 
         Workers decide one at a time (`decision_lock`), each from one read of the study: a worker deciding later
         sees the earlier one's trial in flight, or failed as skipped, so two workers never both take the last
@@ -206,9 +210,10 @@ class Worker:
         workers ended with 31 to 33 evaluations for a budget of 30.)
         """
         with decision_lock(self.study):
-            trials = self.read_trials()
-            others = [t for t in alive_running(self.study, trials) if trial_id_of(t) != trial_id_of(trial)]
-            known = evaluated_by_key_in(trials)
+            known = self.read_trials()
+            others = [
+                t for t in alive_running(self.study, self.index.running()) if trial_id_of(t) != trial_id_of(trial)
+            ]
             if len(known) + len(others) < self.ctx.budget and all(t.user_attrs.get(SUBNET_ATTR) != key for t in others):
                 return False, known
             trial.set_user_attr("skipped", "budget taken or the same sub-network in flight in another worker")
@@ -356,7 +361,7 @@ def run_worker(ctx: SearchContext, progress: bool = False) -> int:
     how many this worker evaluated. A storage outage between evaluations is waited out (then this worker's
     half-created trial, if any, is failed and the loop goes on)."""
     worker = Worker(ctx)
-    bar = _Progress(ctx, progress)
+    bar = _Progress(ctx, progress, worker.index)
     try:
         while True:
             try:

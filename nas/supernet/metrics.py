@@ -31,27 +31,44 @@ class SubNetworkCost:
         return asdict(self)
 
 
-def _layer_linear_shapes(shape: ModelShape, sub: SubNetwork, pos: int) -> list[tuple[int, int]]:
-    """(in, out) of each decoder linear of kept layer `pos`."""
-    slices = layer_slices(shape, sub, pos)
-    return [(int(slices[name][1] or 0), slices[name][0]) for name in LINEAR_MODULES]
+@dataclass(frozen=True)
+class _LayerSums:
+    """Sums over a sub-network's kept layers, from one look at each layer's slices."""
+
+    linear_params: int  # weights of the decoder's linears
+    bias_params: int  # one bias entry per kept output row of each biased linear
+    linear_rows: int  # output rows of the decoder's linears (LLM.int8 keeps a scale per row)
 
 
-def _layer_bias_params(shape: ModelShape, sub: SubNetwork, pos: int) -> int:
-    """One bias entry per kept output row of each biased linear."""
-    slices = layer_slices(shape, sub, pos)
-    return sum(slices[name][0] for name in shape.biased_linears)
+def _layer_sums(shape: ModelShape, sub: SubNetwork) -> _LayerSums:
+    linear = bias = rows = 0
+    for pos in range(sub.num_layers):
+        slices = layer_slices(shape, sub, pos)
+        for name in LINEAR_MODULES:
+            out, inputs = slices[name]
+            linear += int(inputs or 0) * out
+            rows += out
+        bias += sum(slices[name][0] for name in shape.biased_linears)
+    return _LayerSums(linear, bias, rows)
+
+
+def _param_counts(shape: ModelShape, sub: SubNetwork, sums: _LayerSums) -> tuple[int, int, int]:
+    d = sub.hidden_size
+    non_embedding = sums.linear_params + sums.bias_params + 2 * d * sub.num_layers + d  # norms
+    embedding = shape.vocab_size * d
+    head = 0 if shape.tie_word_embeddings else shape.vocab_size * d
+    return non_embedding + embedding + head, non_embedding, sums.linear_params
+
+
+def _flops(shape: ModelShape, sub: SubNetwork, sums: _LayerSums, seq_len: int) -> float:
+    matmul = sums.linear_params + sub.hidden_size * shape.vocab_size
+    attention = sum(2 * h * shape.head_dim * (seq_len / 2) for h in sub.num_heads)
+    return 2.0 * matmul + 2.0 * attention
 
 
 def count_params(shape: ModelShape, sub: SubNetwork) -> tuple[int, int, int]:
     """(total, non-embedding, decoder-linear) parameter counts; a tied head is counted once."""
-    d = sub.hidden_size
-    linear = sum(i * o for pos in range(sub.num_layers) for i, o in _layer_linear_shapes(shape, sub, pos))
-    other = sum(_layer_bias_params(shape, sub, pos) + 2 * d for pos in range(sub.num_layers)) + d  # norms
-    embedding = shape.vocab_size * d
-    head = 0 if shape.tie_word_embeddings else shape.vocab_size * d
-    non_embedding = linear + other
-    return non_embedding + embedding + head, non_embedding, linear
+    return _param_counts(shape, sub, _layer_sums(shape, sub))
 
 
 def flops_per_token(shape: ModelShape, sub: SubNetwork, seq_len: int = 128) -> float:
@@ -61,26 +78,24 @@ def flops_per_token(shape: ModelShape, sub: SubNetwork, seq_len: int = 128) -> f
     large share of a small model), plus attention scores and values over on average `seq_len / 2`
     earlier positions (causal).
     """
-    matmul = sum(i * o for pos in range(sub.num_layers) for i, o in _layer_linear_shapes(shape, sub, pos))
-    matmul += sub.hidden_size * shape.vocab_size
-    attention = sum(2 * h * shape.head_dim * (seq_len / 2) for h in sub.num_heads)
-    return 2.0 * matmul + 2.0 * attention
+    return _flops(shape, sub, _layer_sums(shape, sub), seq_len)
 
 
 def sub_network_cost(shape: ModelShape, sub: SubNetwork, seq_len: int = 128) -> SubNetworkCost:
-    """Everything analytic about `sub`'s cost."""
-    total, non_embedding, linear = count_params(shape, sub)
-    rows = sum(o for pos in range(sub.num_layers) for _, o in _layer_linear_shapes(shape, sub, pos))
+    """Everything analytic about `sub`'s cost (each layer's slices looked at once: the search's worker and its
+    analytic objectives ask for it every trial)."""
+    sums = _layer_sums(shape, sub)
+    total, non_embedding, linear = _param_counts(shape, sub, sums)
     sizes = {}
     for dtype, (linear_bytes, other_bytes) in BYTES_PER_PARAMETER.items():
         size = linear * linear_bytes + (total - linear) * other_bytes
         if dtype == "int8":
-            size += rows * INT8_ROW_SCALE_BYTES
+            size += sums.linear_rows * INT8_ROW_SCALE_BYTES
         sizes[dtype] = size
     return SubNetworkCost(
         params=total,
         non_embedding_params=non_embedding,
         linear_params=linear,
         size_bytes=sizes,
-        flops_per_token=flops_per_token(shape, sub, seq_len),
+        flops_per_token=_flops(shape, sub, sums, seq_len),
     )
