@@ -276,7 +276,7 @@ def test_known_trials_stay_in_number_order_as_they_change():
 @pytest.mark.parametrize("skewed_clocks", [False, True])
 def test_the_evaluated_index_equals_the_map_rebuilt_at_every_read(skewed_clocks):
     """Through trials created, run and finished as evaluations (finite or not), duplicates, budget skips and
-    queued ones, read after every step (twice with a new trial missing, as a read racing its creation can), the
+    queued ones, read after every step (now and then with a new trial missing, as a read racing its creation can), the
     index kept up to date equals `evaluated_by_key_in` of the whole read: the same trials by key, in the same
     order while trials complete in order (with another worker's clock behind, the same trials by key: of two
     evaluations of one sub-network, the later); its running trials are the read's."""
