@@ -9,6 +9,7 @@ import datetime
 import sqlite3
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -17,21 +18,32 @@ import pytest
 from optuna.samplers import RandomSampler
 from optuna.trial import TrialState
 
-from nas.search import batched_storage
+from nas.search import batched_storage, worker
 from nas.search.algorithms import Nsga2
 from nas.search.batched_storage import BatchedStorage
+from nas.search.objectives import parse_objectives
 from nas.search.optuna_compat import tell
-from nas.search.pareto import front_hypervolume, front_numbers, hypervolume, merge_into_front, pareto_mask
+from nas.search.outputs import reference_values
+from nas.search.pareto import (
+    front_hypervolume,
+    front_numbers,
+    hypervolume,
+    losses,
+    merge_into_front,
+    pareto_mask,
+)
 from nas.search.predictors import fit_predictor, make_predictor
 from nas.search.sqlite_wal import filesystem_type
-from nas.search.study import open_storage
+from nas.search.study import REFERENCE_ATTR, open_storage
 from nas.search.trials import (
     DUPLICATE_ATTR,
     EVALUATED_ATTR,
+    FEASIBLE_ATTR,
     NON_FINITE_ATTR,
     SUBNET_ATTR,
     EvaluatedIndex,
     evaluated_by_key_in,
+    is_feasible_trial,
 )
 from nas.stages.search import run_search
 
@@ -319,6 +331,50 @@ def test_the_evaluated_index_equals_the_map_rebuilt_at_every_read(skewed_clocks)
         )
         assert sorted(t.number for t in index.running()) == [t.number for t in read if t.state == TrialState.RUNNING]
     assert len(index.found) == sum(1 for t in trials if t.user_attrs.get(EVALUATED_ATTR)) > 100
+
+
+def test_the_progress_bar_front_is_the_front_of_the_feasible_evaluations_read_so_far():
+    """The search's progress bar merges only what its index found new at each read: after every batch of trials
+    (evaluations, infeasible ones, non-finite FAILs, duplicates, budget skips, two evaluations of one sub-network
+    in one read), its count is the evaluations' and its front is `pareto_mask` of the feasible COMPLETE
+    evaluations (the later of two of one sub-network), row for row as a set."""
+    objectives = parse_objectives([{"kind": "accuracy", "task": "arc_easy"}, {"kind": "size_gb", "dtype": "fp16"}])
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr(REFERENCE_ATTR, {"values": {"arc_easy": 0.5, "size_gb_fp16": 0.2}})
+    ctx = SimpleNamespace(study=study, budget=1000, objectives=objectives)
+    bar = worker._Progress(ctx, enabled=True, index=EvaluatedIndex())  # type: ignore[arg-type]
+    rng = np.random.default_rng(3)
+    for batch in range(12):
+        for position in range(int(rng.integers(2, 6))):
+            kind = rng.choice(5, p=[0.55, 0.15, 0.1, 0.1, 0.1])
+            # A new sub-network each evaluation, but the second of a read may evaluate the first's again.
+            again = position == 1 and rng.random() < 0.5
+            key = {SUBNET_ATTR: f"sub{batch}-{0 if again or kind > 2 else position}"}
+            values = [float(rng.random()), float(rng.random() * 0.2)]
+            attrs = [
+                {**key, EVALUATED_ATTR: True},
+                {**key, EVALUATED_ATTR: True, FEASIBLE_ATTR: False},
+                {**key, EVALUATED_ATTR: True, NON_FINITE_ATTR: {"arc_easy": "nan"}},
+                {**key, DUPLICATE_ATTR: 0},
+                {**key, "skipped": "budget taken"},
+            ][kind]
+            state = [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED, TrialState.FAIL][
+                kind
+            ]
+            study.add_trial(
+                optuna.trial.create_trial(
+                    state=state, values=values if state == TrialState.COMPLETE else None, user_attrs=attrs
+                )
+            )
+        bar.refresh()
+        evaluated = evaluated_by_key_in(study.get_trials(deepcopy=False))
+        assert bar.bar.n == len(evaluated)
+        feasible = [t for t in evaluated.values() if t.state == TrialState.COMPLETE and is_feasible_trial(t)]
+        values = np.array([t.values for t in feasible]).reshape(-1, 2)
+        loss = losses(values, objectives, reference_values(study))
+        assert sorted(map(tuple, bar.front)) == sorted(map(tuple, values[pareto_mask(loss)]))
+    bar.close()
+    assert len(bar.front) >= 2 and bar.merged == len(bar.index.found) > 20
 
 
 @pytest.mark.parametrize("kind", ["svr", "ridge"])

@@ -146,7 +146,7 @@ class Worker:
 
     # --- the budget ------------------------------------------------------------------------------
 
-    def read_trials(self) -> dict[str, FrozenTrial]:
+    def read_evaluations(self) -> dict[str, FrozenTrial]:
         """The study's trials in one storage read (every question about one moment is answered from it); returns
         the evaluations by sub-network key (`index`, brought up to this read)."""
         return self.index.update(self.study.get_trials(deepcopy=False))
@@ -163,9 +163,9 @@ class Worker:
     def budget_open(self) -> bool:
         """True while evaluations are missing; waits while the missing ones are in flight elsewhere."""
         while not self.exhausted:
-            known = self.read_trials()
+            known = self.read_evaluations()
             if fail_dead_trials(self.study, self.index.running(), self.heartbeats_due()):
-                known = self.read_trials()
+                known = self.read_evaluations()
             if len(known) >= self.ctx.budget:
                 return False
             if len(known) >= self.distinct:
@@ -200,9 +200,9 @@ class Worker:
         beat_once(storage_of(self.study), trial_id_of(trial))
         return trial, sub
 
-    def skipped_as_taken(self, trial: Trial, key: str) -> tuple[bool, dict[str, FrozenTrial]]:
+    def skipped_as_taken(self, trial: Trial, key: str) -> bool:
         """Fail the trial (not an evaluation) when the budget is taken or another worker is evaluating the same
-        sub-network; returns that, and the evaluations read to decide (`index.by_key`).
+        sub-network; returns whether it did. The read it decides from stays in `index` for the next step.
 
         Workers decide one at a time (`decision_lock`), each from one read of the study: a worker deciding later
         sees the earlier one's trial in flight, or failed as skipped, so two workers never both take the last
@@ -210,23 +210,24 @@ class Worker:
         workers ended with 31 to 33 evaluations for a budget of 30.)
         """
         with decision_lock(self.study):
-            known = self.read_trials()
+            known = self.read_evaluations()
             others = [
                 t for t in alive_running(self.study, self.index.running()) if trial_id_of(t) != trial_id_of(trial)
             ]
             if len(known) + len(others) < self.ctx.budget and all(t.user_attrs.get(SUBNET_ATTR) != key for t in others):
-                return False, known
+                return False
             trial.set_user_attr("skipped", "budget taken or the same sub-network in flight in another worker")
             tell(self.study, trial, state=TrialState.FAIL)
-        return True, known
+        return True
 
-    def answered_as_duplicate(self, trial: Trial, key: str, known: dict[str, FrozenTrial]) -> bool:
+    def answered_as_duplicate(self, trial: Trial, key: str) -> bool:
         """Prune a trial whose sub-network was evaluated already (it costs no evaluation).
 
         PRUNED trials are not members of the sampler's population either (NSGA-II ignores them), so a
         generation is filled with distinct sub-networks, as pymoo's duplicate elimination does; the
-        values stay with the original trial. `known`: the evaluations as `skipped_as_taken` just read them.
+        values stay with the original trial. Decided from the evaluations as `skipped_as_taken` just read them.
         """
+        known = self.index.by_key
         if key not in known:
             self.duplicates_in_a_row = 0
             return False
@@ -345,11 +346,10 @@ class Worker:
             return False
         trial, sub = self.propose()
         key = sub.to_json()
-        skipped, known = self.skipped_as_taken(trial, key)
-        if skipped:
+        if self.skipped_as_taken(trial, key):
             self._children_repeated()  # a child let through for another worker's trial is not a duplicate here
             return True
-        if self.answered_as_duplicate(trial, key, known):
+        if self.answered_as_duplicate(trial, key):
             return True
         self.evaluate(trial, sub)
         bar.refresh()
