@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
-from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler
+from optuna.samplers import BaseSampler, NSGAIISampler
 from optuna.samplers.nsgaii import PolynomialMutation, SBXCrossover
 
 from nas.search.constraints import Constraint
@@ -17,6 +17,7 @@ from nas.search.evolution import Operators
 from nas.search.linas import LinasSampler
 from nas.search.objectives import Objective
 from nas.search.optuna_compat import experimental_features
+from nas.search.random_draws import QuickRandomSampler
 from nas.supernet.subnetwork import SubNetwork
 
 Analytic = Callable[[SubNetwork], dict[str, float]]
@@ -52,7 +53,7 @@ class RandomSearch:
         constraints: Sequence[Constraint] = (),
         analytic_rows: AnalyticRows | None = None,
     ) -> BaseSampler:
-        return RandomSampler(seed=seed)
+        return QuickRandomSampler(seed=seed)
 
 
 class Nsga2(RandomSearch):

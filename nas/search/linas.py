@@ -20,7 +20,7 @@ import numpy as np
 import optuna
 import sklearn
 from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial
 
 from nas.search.constraints import CONSTRAINT_VALUES_ATTR, Constraint
@@ -31,6 +31,7 @@ from nas.search.objectives import Objective
 from nas.search.optuna_compat import set_frozen_trial_user_attr
 from nas.search.pareto import loss_bounds, losses
 from nas.search.predictors import PredictorQuality, fit_predictor
+from nas.search.random_draws import QuickRandomSampler
 from nas.search.study import REFERENCE_ATTR
 from nas.search.trials import evaluations
 from nas.supernet.subnetwork import SubNetwork
@@ -133,7 +134,7 @@ class LinasSampler(BaseSampler):
         self.constraints = list(constraints)
         self.analytic_rows = analytic_rows
         self.rows = EncodedRows(encoding)
-        self._random = RandomSampler(seed=seed)
+        self._random = QuickRandomSampler(seed=seed)
 
     def reseed_rng(self) -> None:
         self._random.reseed_rng()

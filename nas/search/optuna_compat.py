@@ -22,6 +22,8 @@ import sqlalchemy
 from optuna._hypervolume import compute_hypervolume as _compute_hypervolume  # exact (WFG for 3+ objectives)
 from optuna.distributions import (
     BaseDistribution,
+    FloatDistribution,
+    IntDistribution,
     check_distribution_compatibility,
     distribution_to_json,
     json_to_distribution,
@@ -55,6 +57,13 @@ def tell(
     here reads and which cost 0.7 ms of a search's 10 ms per trial on a cheap objective (31 parameters, 6
     attributes). The same checks, sampler callback and storage write; its warnings are shown."""
     _tell_with_warning(study=study, trial=trial, value_or_values=values, state=state, skip_if_finished=skip_if_finished)
+
+
+def random_stream(sampler: optuna.samplers.RandomSampler) -> np.random.RandomState:
+    """The random stream a `RandomSampler` draws from (seeded by its `seed`, reseeded by `reseed_rng`): a sampler
+    drawing the same values more cheaply (`nas.search.random_draws`) must draw from it, and Optuna exposes it only
+    as a private attribute."""
+    return sampler._rng.rng
 
 
 def set_frozen_trial_user_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
@@ -342,11 +351,24 @@ def _insert_params(
                 "trial_id": trial_id,
                 "param_name": name,
                 "param_value": value,
-                "distribution_json": distribution_to_json(distribution),
+                "distribution_json": _distribution_json(distribution),
             }
             for name, (value, distribution) in params.items()
         ],
     )
+
+
+def _distribution_json(distribution: BaseDistribution) -> str:
+    """`distribution_to_json`, once per numerical distribution (a trial stores one per parameter: 31 on SmolLM2's
+    space). Not categorical ones: choices 1 and True are equal as keys but not as JSON."""
+    if isinstance(distribution, (IntDistribution, FloatDistribution)):
+        return _numerical_distribution_json(distribution)
+    return distribution_to_json(distribution)
+
+
+@functools.lru_cache(maxsize=4096)
+def _numerical_distribution_json(distribution: BaseDistribution) -> str:
+    return distribution_to_json(distribution)
 
 
 @functools.cache
@@ -392,16 +414,17 @@ def _beat(connection: Any, trial_id: int, first: bool = False) -> None:
         connection.execute(sql.first_beat, {"tid": trial_id})
 
 
-def compute_hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
-    """Exact hypervolume of `points` (minimised) up to `reference`: Optuna has no public function for it."""
-    return float(_compute_hypervolume(points, reference))
+def compute_hypervolume(points: np.ndarray, reference: np.ndarray, assume_pareto: bool = False) -> float:
+    """Exact hypervolume of `points` (minimised) up to `reference`: Optuna has no public function for it.
+    `assume_pareto`: no point dominates another (Optuna then skips looking for dominated ones)."""
+    return float(_compute_hypervolume(points, reference, assume_pareto=assume_pareto))
 
 
 @contextmanager
 def experimental_features() -> Iterator[None]:
     """Silence Optuna's warnings about the experimental features we chose: SBX crossover, polynomial
     mutation, heartbeats, `fail_stale_trials`, and heartbeats used outside `Study.optimize` (our loop
-    records them itself, see `nas.search.study.heartbeat`)."""
+    records them itself, see `nas.search.study.Heartbeat`)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")

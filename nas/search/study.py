@@ -318,28 +318,64 @@ def beat_once(storage: Any, trial_id: int) -> None:
         storage.record_heartbeat(trial_id)
 
 
-@contextmanager
-def heartbeat(storage: Any, trial_id: int) -> Iterator[None]:
-    """Record the trial's heartbeat in the background while it is evaluated (if the storage has one), every
-    heartbeat interval after the one its proposal recorded (`beat_once`)."""
-    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
-    if not interval:
-        yield
-        return
-    stop = threading.Event()
+class Heartbeat:
+    """Records the heartbeat of the trial being evaluated (if the storage keeps heartbeats), every heartbeat interval
+    after the one its proposal recorded (`beat_once`), from one background thread per worker: a thread started and
+    joined per evaluation cost 0.6 ms of a trial's 8 ms of search work on a cheap objective.
 
-    def beat() -> None:
-        # The first beat is the trial's creation (`beat_once`), moments ago.
-        while not stop.wait(interval):
-            try:
-                storage.record_heartbeat(trial_id)
-            except Exception as exc:  # the storage is away for a moment: the worker loop reports and waits
-                log.debug("Heartbeat of trial %d not recorded: %s", trial_id, exc)
+    `beating(trial_id)` around an evaluation; no beat of that trial is recorded once it has returned (one in
+    progress is waited for), so a finished trial is never beaten. `close()` ends the thread.
+    """
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{trial_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+        self.interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+        # Guards the fields below; held by the thread while it records a beat, so `beating` returns after it.
+        self._changed = threading.Condition()
+        self._trial: int | None = None
+        self._last_beat = 0.0  # monotonic time of the trial's last beat (its proposal's, at first)
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def beating(self, trial_id: int) -> Iterator[None]:
+        """Beat `trial_id` in the background while inside."""
+        if not self.interval:
+            yield
+            return
+        with self._changed:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+                self._thread.start()
+            self._trial, self._last_beat = trial_id, time.monotonic()  # the first beat is the trial's creation
+            self._changed.notify()
+        try:
+            yield
+        finally:
+            with self._changed:  # waits for a beat in progress
+                self._trial = None
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        assert self.interval
+        with self._changed:
+            while not self._closed:
+                if self._trial is None:
+                    self._changed.wait()
+                    continue
+                due = self._last_beat + self.interval - time.monotonic()
+                if due > 0:
+                    self._changed.wait(due)
+                    continue
+                try:
+                    self.storage.record_heartbeat(self._trial)
+                except Exception as exc:  # the storage is away for a moment: the worker loop reports and waits
+                    log.debug("Heartbeat of trial %d not recorded: %s", self._trial, exc)
+                # The next one an interval after this one ended (the lock is released while waiting for it).
+                self._last_beat = time.monotonic()

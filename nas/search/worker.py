@@ -40,11 +40,11 @@ from nas.search.sqlite_wal import checkpoint
 from nas.search.storage_retry import StoragePatience, is_outage
 from nas.search.study import (
     WORKER_ATTR,
+    Heartbeat,
     alive_running,
     beat_once,
     decision_lock,
     fail_dead_trials,
-    heartbeat,
     storage_url,
     worker_id,
 )
@@ -141,6 +141,7 @@ class Worker:
         self.duplicates_in_a_row = 0
         self.exhausted = False  # no unevaluated sub-network could be found
         self.last_heartbeat_check = -float("inf")
+        self.heartbeat = Heartbeat(storage_of(self.study))  # of the trial being evaluated
         where = redact_url(storage_url(ctx.cfg.search.storage, ctx.output_dir))
         self.storage = StoragePatience(where, float(ctx.cfg.search.get("storage_patience", 300)))
 
@@ -286,7 +287,7 @@ class Worker:
         A storage outage after the scoring is waited out: a finished evaluation is recorded, not lost."""
         try:
             start = time.perf_counter()
-            with heartbeat(storage_of(self.study), trial_id_of(trial)):
+            with self.heartbeat.beating(trial_id_of(trial)):
                 values, details = self.ctx.scorer(sub)
             seconds = time.perf_counter() - start
             self.storage.run(
@@ -372,6 +373,7 @@ def run_worker(ctx: SearchContext, progress: bool = False) -> int:
                     raise
                 worker.storage.run(worker.fail_own_running, "waiting to continue the search")
     finally:
+        worker.heartbeat.close()
         with contextlib.suppress(Exception):  # the storage is gone: the bar shows what it had
             bar.refresh()
         bar.close()
