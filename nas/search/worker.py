@@ -212,9 +212,8 @@ class Worker:
         """
         with decision_lock(self.study):
             known = self.read_evaluations()
-            others = [
-                t for t in alive_running(self.study, self.index.running()) if trial_id_of(t) != trial_id_of(trial)
-            ]
+            # Its own trial left out before asking whether each one's worker lives (a look at that process each).
+            others = alive_running(self.study, [t for t in self.index.running() if t.number != trial.number])
             if len(known) + len(others) < self.ctx.budget and all(t.user_attrs.get(SUBNET_ATTR) != key for t in others):
                 return False
             trial.set_user_attr("skipped", "budget taken or the same sub-network in flight in another worker")
