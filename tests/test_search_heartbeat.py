@@ -57,8 +57,18 @@ def test_leaving_during_a_beat_waits_for_it() -> None:
     heartbeat.close()
 
 
+def test_the_proposals_beat_is_recorded_at_once_and_only_where_heartbeats_are_kept() -> None:
+    storage = SlowBeats(interval=60)
+    Heartbeat(storage).beat_once(5)
+    assert [t for t, _ in storage.beats] == [5]
+    storage.interval = 0  # a storage created without a heartbeat interval
+    Heartbeat(storage).beat_once(6)
+    assert [t for t, _ in storage.beats] == [5]
+
+
 def test_a_storage_without_heartbeats_starts_no_thread() -> None:
     heartbeat = Heartbeat(object())
+    heartbeat.beat_once(1)
     with heartbeat.beating(1):
         pass
     heartbeat.close()

@@ -42,7 +42,6 @@ from nas.search.study import (
     WORKER_ATTR,
     Heartbeat,
     alive_running,
-    beat_once,
     decision_lock,
     fail_dead_trials,
     storage_url,
@@ -141,7 +140,7 @@ class Worker:
         self.duplicates_in_a_row = 0
         self.exhausted = False  # no unevaluated sub-network could be found
         self.last_heartbeat_check = -float("inf")
-        self.heartbeat = Heartbeat(storage_of(self.study))  # of the trial being evaluated
+        self.heartbeat = Heartbeat(storage_of(self.study))  # of the trial proposed, then evaluated
         where = redact_url(storage_url(ctx.cfg.search.storage, ctx.output_dir))
         self.storage = StoragePatience(where, float(ctx.cfg.search.get("storage_patience", 300)))
 
@@ -198,7 +197,7 @@ class Worker:
             params = {name: trial.suggest_int(name, 0, len(c) - 1) for name, c in self.ctx.encoding.choices.items()}
         sub = self.ctx.encoding.decode(params)
         trial.set_user_attr(SUBNET_ATTR, sub.to_json())
-        beat_once(storage_of(self.study), trial_id_of(trial))
+        self.heartbeat.beat_once(trial_id_of(trial))
         return trial, sub
 
     def skipped_as_taken(self, trial: Trial, key: str) -> bool:
