@@ -13,9 +13,11 @@ from nas.search.evolution import (
     _sbx,
     crowding_distance,
     evolve,
+    mixed_radix,
     non_dominated_ranks,
     offspring,
     ranked_survivors,
+    row_codes,
 )
 from nas.search.objectives import parse_objectives
 from nas.search.pareto import hypervolume, hypervolume_history, loss_bounds, losses, pareto_mask
@@ -370,3 +372,33 @@ def test_evolve_equals_the_textbook_loop_scoring_each_distinct_row_once(objectiv
         assert np.array_equal(archive, expected) and np.array_equal(archive_loss, expected_loss)
         assert ours.random() == theirs.random()
         assert rows_scored == len(archive)
+
+
+def test_row_codes_number_every_row_of_the_space_once():
+    upper = np.array([2, 0, 1, 3])
+    grid = np.stack(np.meshgrid(*[np.arange(u + 1) for u in upper], indexing="ij"), -1).reshape(-1, len(upper))
+    codes = row_codes(grid, mixed_radix(upper))
+    assert sorted(codes.tolist()) == list(range(len(grid)))  # distinct rows, distinct codes, none wasted
+    assert mixed_radix(np.ones(62, dtype=np.int64)) is not None  # 2**62 rows: an int64 numbers them
+    assert mixed_radix(np.ones(64, dtype=np.int64)) is None  # 2**64 do not: rows are compared by their bytes
+
+
+def test_linas_finds_unevaluated_candidates_by_code_as_by_bytes():
+    """A round's pool, the first row of each distinct sub-network not evaluated yet, is the same whether rows are
+    compared by their codes or by their bytes (dropped layers' choices count as their canonical ones)."""
+    from nas.search.linas import LinasSampler
+
+    encoding = SearchEncoding(llama_nas_space())
+    objectives = parse_objectives([{"kind": "accuracy", "task": "arc_easy"}, "params"])
+    by_codes = LinasSampler(encoding, objectives, lambda sub: {"params": 0.0})
+    by_bytes = LinasSampler(encoding, objectives, lambda sub: {"params": 0.0})
+    by_bytes._radix = None
+    rng = np.random.default_rng(0)
+    upper = by_codes._upper
+    for _ in range(10):
+        archive = rng.integers(0, upper + 1, size=(300, len(upper)))
+        evaluated = by_codes.rows.canonical(archive[rng.integers(0, 300, size=20)])
+        canonical, pool = by_codes._unevaluated(archive, evaluated)
+        expected_canonical, expected_pool = by_bytes._unevaluated(archive, evaluated)
+        assert np.array_equal(canonical, expected_canonical) and np.array_equal(pool, expected_pool)
+        assert 0 < len(pool) < 300 and len(np.unique(canonical[pool], axis=0)) == len(pool)

@@ -28,6 +28,7 @@ from nas.search.pareto import (
     front_hypervolume,
     front_numbers,
     hypervolume,
+    leading_front_numbers,
     losses,
     merge_into_front,
     pareto_mask,
@@ -240,6 +241,29 @@ def test_front_numbers_equal_peeling_fronts_one_by_one():
         if case % 7 == 0:
             loss[rng.random(n) < 0.1, -1] = np.nan  # never dominated, as in pareto_mask
         assert (front_numbers(loss) == peeled_fronts(loss)).all(), case
+
+
+def test_leading_front_numbers_are_the_peeled_fronts_up_to_the_one_that_completes_the_selection():
+    """The first fronts holding `enough` rows are numbered as peeling numbers them; every later row gets the next
+    number (ties, identical rows, infinities, -0.0 beside 0.0; NaN rows and three columns take the full path)."""
+    rng = np.random.default_rng(3)
+    for case in range(300):
+        n, k = int(rng.integers(1, 150)), 3 if case % 11 == 0 else 2
+        loss = rng.integers(0, 5, size=(n, k)).astype(float) if case % 2 else rng.random((n, k))
+        if case % 5 == 0:
+            loss[rng.random(n) < 0.1, 0] = np.inf
+        if case % 6 == 0:
+            loss[loss == 0.0] = -0.0
+            loss[rng.random(n) < 0.2, 1] = 0.0
+        if case % 7 == 0:
+            loss[rng.random(n) < 0.1, -1] = np.nan
+        peeled = peeled_fronts(loss)
+        held = np.cumsum(np.bincount(peeled))
+        for enough in sorted({0, 1, 2, n // 3, n // 2, n - 1, n, n + 5} | {int(h) for h in held[:3]}):
+            last = int(np.searchsorted(held, enough))  # the front whose rows complete `enough`
+            expected = np.minimum(peeled, last + 1)
+            assert np.array_equal(leading_front_numbers(loss, enough), expected), (case, enough)
+        assert np.array_equal(leading_front_numbers(loss, n), peeled), case  # every row needed: every front
 
 
 def test_a_front_merged_evaluation_by_evaluation_equals_the_mask_of_all_of_them():

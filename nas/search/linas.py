@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial
 from nas.search.constraints import CONSTRAINT_VALUES_ATTR, Constraint
 from nas.search.encoded_rows import EncodedRows
 from nas.search.encoding import SearchEncoding
-from nas.search.evolution import Operators, evolve, row_keys, select_survivors
+from nas.search.evolution import Operators, evolve, mixed_radix, row_codes, row_keys, select_survivors
 from nas.search.objectives import Objective
 from nas.search.optuna_compat import set_frozen_trial_user_attr
 from nas.search.pareto import loss_bounds, losses
@@ -134,6 +134,8 @@ class LinasSampler(BaseSampler):
         self.constraints = list(constraints)
         self.analytic_rows = analytic_rows
         self.rows = EncodedRows(encoding)
+        self._upper = np.array([len(c) - 1 for c in encoding.choices.values()], dtype=np.int64)  # largest index
+        self._radix = mixed_radix(self._upper)  # index rows as one int64 each, where the space allows it
         self._random = QuickRandomSampler(seed=seed)
 
     def reseed_rng(self) -> None:
@@ -209,7 +211,7 @@ class LinasSampler(BaseSampler):
             loss = scale.penalised(losses(predicted[:, : len(self.objectives)], self.objectives, scale.reference))
             return self._infeasible_last(loss, predicted)
 
-        upper = np.array([len(c) - 1 for c in self.encoding.choices.values()], dtype=np.int64)
+        upper = self._upper
         # Start from the best real evaluations, topped up with random individuals.
         measured = self._infeasible_last(
             scale.penalised(losses(values, self.objectives, scale.reference)), self._measured_rows(real, values)
@@ -333,13 +335,19 @@ class LinasSampler(BaseSampler):
         """The archive's rows in canonical form, and the indices of the first row of each distinct sub-network
         that was not evaluated yet (`evaluated`: canonical index rows)."""
         canonical = self.rows.canonical(archive).astype(np.int64, copy=False)
+        evaluated = evaluated.astype(np.int64, copy=False)
+        if self._radix is not None:  # rows compared by their codes, in whole-array operations
+            codes = row_codes(canonical, self._radix)
+            _, first = np.unique(codes, return_index=True)
+            first = np.sort(first)
+            return canonical, first[~np.isin(codes[first], row_codes(evaluated, self._radix))]
         # Rows compared by their bytes: a list of 10,000 rows of Python ints cost more than the rest of this.
-        done = set(row_keys(evaluated.astype(np.int64)))
-        first: dict[bytes, int] = {}
+        done = set(row_keys(evaluated))
+        firsts: dict[bytes, int] = {}
         for i, key in enumerate(row_keys(canonical)):
             if key not in done:
-                first.setdefault(key, i)
-        return canonical, np.fromiter(first.values(), dtype=np.int64, count=len(first))
+                firsts.setdefault(key, i)
+        return canonical, np.fromiter(firsts.values(), dtype=np.int64, count=len(firsts))
 
     @staticmethod
     def _log(record: dict[str, Any]) -> None:
