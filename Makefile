@@ -30,11 +30,15 @@ quickstart: $(STAMP)
 system-deps:
 	@bash .ci/system_packages.sh
 
+# Tests run in TEST_WORKERS pytest-xdist processes (one per core here); each takes its share of the cores
+# (tests/conftest.py). TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 # Style, types, and the package's floors (no upward import, no cycle: tests/test_architecture.py).
 lint: $(STAMP)

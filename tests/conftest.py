@@ -7,8 +7,13 @@ import os
 import pytest
 import torch
 
-# Two threads at most: the machine has two cores, and more only adds contention.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two threads at most: the machine has two cores, and more only adds contention. Under pytest-xdist (`make test`
+# runs a worker per core) each worker takes its share of the cores, and so do the processes its tests start.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+torch.set_num_threads(_THREADS)
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
 
 
 @pytest.fixture(scope="module")

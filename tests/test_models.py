@@ -79,6 +79,50 @@ def test_embedded_smollm2_loads_with_its_real_shape(smollm2):
     assert tokenizer("Hello").input_ids
 
 
+CONVERT_ONCE = """
+import os, shutil, sys, time
+from pathlib import Path
+from nas.models import gguf_cache
+good, log, cache = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+
+def convert(gguf_path, out_dir):  # a slow conversion, written atomically as the real one is
+    with log.open("a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(2)
+    tmp = out_dir.with_name(f"{out_dir.name}.{os.getpid()}")
+    shutil.copytree(good, tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+gguf_cache.convert_gguf = convert
+print("loaded", type(gguf_cache.gguf_package_model(cache_dir=cache)[0]).__name__)
+"""
+
+
+def test_processes_loading_the_embedded_model_together_convert_it_once(tiny, tmp_path):
+    """Search workers or sweep jobs starting on a fresh machine: one converts, the others wait for its copy
+    (instead of each converting and replacing the folder another is loading)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path / "good")
+    tokenizer.save_pretrained(tmp_path / "good")
+    log, cache = tmp_path / "conversions.log", tmp_path / "cache"
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-c", CONVERT_ONCE, str(tmp_path / "good"), str(log), str(cache)]
+    processes = [
+        subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs
+    assert all("loaded" in out for out in outputs), outputs
+    assert len(log.read_text().split()) == 1  # one conversion, three loads
+
+
 @pytest.mark.slow
 def test_embedded_model_is_converted_once_then_loaded_from_its_cache(tmp_path, monkeypatch):
     import shutil

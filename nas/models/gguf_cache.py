@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from nas.errors import ModelLoadError
@@ -65,10 +66,20 @@ def gguf_package_model(
         raise ModelLoadError(f"{gguf_path} is missing; reinstall the package {package!r}.")
     cached = Path(cache_dir).expanduser() / gguf_path.stem
     if not (cached / "model.safetensors").is_file():
-        convert_gguf(gguf_path, cached)
+        with conversion_lock(cached):  # processes starting together (workers, sweep jobs) convert it once
+            if not (cached / "model.safetensors").is_file():
+                convert_gguf(gguf_path, cached)
     try:
         return from_pretrained(str(cached), device=device, dtype=dtype)
     except ModelLoadError:
         log.warning("The cached copy in %s is unreadable; converting %s again.", cached, gguf_path.name)
-        convert_gguf(gguf_path, cached)
+        with conversion_lock(cached):
+            convert_gguf(gguf_path, cached)
         return from_pretrained(str(cached), device=device, dtype=dtype)
+
+
+def conversion_lock(cached: Path) -> FileLock:
+    """An inter-process lock beside the cached folder: the first process converts, the others wait and load its
+    copy (without it, each converted and replaced the folder another was loading)."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(cached.parent / f"{cached.name}.lock"))
