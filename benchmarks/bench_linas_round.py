@@ -4,7 +4,11 @@ The space of LLaMA-NAS on LLaMA2-7B: 32 layers, 2 MLP widths per layer, 3 layer 
 evaluations (accuracy made up from the architecture plus noise; size analytic), and a round fits the SVR
 predictor and runs the inner NSGA-II (population 200, 50 generations: about 10,000 candidates). Rounds of the two
 paths alternate; printed: the median round time of each, the ratio, and the spread. Both paths choose the same
-candidates (checked). Run alone: on a 2-core machine anything else skews the timings.
+candidates (checked). Then, on the selections and pools of those rounds replayed, the inner NSGA-II's survivor
+selection numbering every row's front (`front_numbers`) vs only the fronts the selection reaches
+(`leading_front_numbers`), and the round's unevaluated pool found by row bytes vs int64 row codes: interleaved,
+same results (checked), per-round milliseconds and their ratio. Run alone: on a 2-core machine anything else skews
+the timings.
 
     .venv/bin/python benchmarks/bench_linas_round.py --rounds 5
 """
@@ -20,10 +24,12 @@ import numpy as np
 import optuna
 from omegaconf import OmegaConf
 
+import nas.search.evolution as evolution
 from nas.search.encoded_rows import EncodedRows
 from nas.search.encoding import SearchEncoding
 from nas.search.linas import LinasSampler
 from nas.search.objectives import parse_objectives
+from nas.search.pareto import front_numbers, leading_front_numbers
 from nas.search.study import REFERENCE_ATTR
 from nas.supernet.metrics import sub_network_cost
 from nas.supernet.search_space import SearchSpace
@@ -92,6 +98,67 @@ def main() -> None:
         print(f"{name:<16} median {statistics.median(t):7.3f} s  (min {min(t):.3f}, max {max(t):.3f}, {len(t)} rounds)")
     ratio = statistics.median(times["per candidate"]) / statistics.median(times["index matrices"])
     print(f"speed-up of a round: {ratio:.2f}x; same {len(chosen['index matrices'])} candidates chosen")
+    compare_selection_paths(samplers["index matrices"], study, real, args.rounds)
+
+
+def compare_selection_paths(make, study: optuna.Study, real: list, rounds: int) -> None:
+    """Replay the survivor selections and the unevaluated pools of `rounds` LINAS rounds through both paths."""
+    selections, pools = [], []
+    ranked, unevaluated = evolution.ranked_survivors, LinasSampler._unevaluated
+
+    def record_selection(loss, count):
+        selections.append((loss.copy(), count))
+        return ranked(loss, count)
+
+    def record_pool(sampler, archive, evaluated):
+        pools.append((sampler, archive.copy(), evaluated.copy()))
+        return unevaluated(sampler, archive, evaluated)
+
+    evolution.ranked_survivors, LinasSampler._unevaluated = record_selection, record_pool
+    try:
+        for _ in range(rounds):
+            make().plan_round(study, real)
+    finally:
+        evolution.ranked_survivors, LinasSampler._unevaluated = ranked, unevaluated
+
+    def every_front():
+        return [front_numbers(loss) for loss, _ in selections]
+
+    def leading():
+        return [leading_front_numbers(loss, count) for loss, count in selections]
+
+    def by_bytes():
+        out = []
+        for sampler, archive, evaluated in pools:
+            radix, sampler._radix = sampler._radix, None
+            out.append(unevaluated(sampler, archive, evaluated)[1])
+            sampler._radix = radix
+        return out
+
+    def by_codes():
+        return [unevaluated(sampler, archive, evaluated)[1] for sampler, archive, evaluated in pools]
+
+    print(f"{len(selections)} survivor selections and {len(pools)} pools ({len(pools[0][1])} rows) of {rounds} rounds:")
+
+    def capped(every, lead):  # rows past the fronts a selection reaches share one number on the leading path
+        return np.array_equal(np.minimum(every, lead.max()), lead)
+
+    for label, old, new, same in [
+        ("fronts: every row / leading", every_front, leading, capped),
+        ("pool: bytes / codes", by_bytes, by_codes, np.array_equal),
+    ]:
+        assert all(same(a, b) for a, b in zip(old(), new(), strict=True)), label
+        spent: dict[str, list[float]] = {"old": [], "new": []}
+        for _ in range(9):
+            for name, run in (("old", old), ("new", new)):
+                start = time.perf_counter()
+                run()
+                spent[name].append((time.perf_counter() - start) / rounds * 1e3)
+        ratios = sorted(a / b for a, b in zip(spent["old"], spent["new"]))
+        print(
+            f"  {label:<28} {statistics.median(spent['old']):6.2f} / {statistics.median(spent['new']):6.2f} ms per round,"
+            f" ratio median {statistics.median(ratios):.2f} (range {ratios[0]:.2f}-{ratios[-1]:.2f}, 9 interleaved runs)"
+        )
 
 
 if __name__ == "__main__":

@@ -252,6 +252,8 @@ def test_leading_front_numbers_are_the_peeled_fronts_up_to_the_one_that_complete
         loss = rng.integers(0, 5, size=(n, k)).astype(float) if case % 2 else rng.random((n, k))
         if case % 5 == 0:
             loss[rng.random(n) < 0.1, 0] = np.inf
+        if case % 3 == 0:
+            loss[rng.random(n) < 0.1, 1] = np.inf
         if case % 6 == 0:
             loss[loss == 0.0] = -0.0
             loss[rng.random(n) < 0.2, 1] = 0.0

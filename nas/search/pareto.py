@@ -148,10 +148,9 @@ def leading_front_numbers(loss: np.ndarray, enough: int) -> np.ndarray:
         # Sorted and distinct, an earlier row dominates a later one exactly when its second loss is no greater;
         # a later row never dominates an earlier one.
         values = rep_second[remaining]
-        earlier_min = np.empty_like(values)
-        earlier_min[0] = np.inf
-        np.minimum.accumulate(values[:-1], out=earlier_min[1:])
-        member = values < earlier_min
+        member = np.empty(len(values), dtype=bool)
+        member[0] = True  # nothing before it (an infinite second loss too)
+        member[1:] = values[1:] < np.minimum.accumulate(values[:-1])
         rep_number[remaining[member]] = front
         held += int(group_size[remaining[member]].sum())
         remaining = remaining[~member]
