@@ -100,9 +100,11 @@ print("loaded", type(gguf_cache.gguf_package_model(cache_dir=cache)[0]).__name__
 """
 
 
-def test_processes_loading_the_embedded_model_together_convert_it_once(tiny, tmp_path):
-    """Search workers or sweep jobs starting on a fresh machine: one converts, the others wait for its copy
-    (instead of each converting and replacing the folder another is loading)."""
+@pytest.mark.parametrize("cache", ["empty", "unreadable"])
+def test_processes_loading_the_embedded_model_together_convert_it_once(tiny, tmp_path, cache):
+    """Search workers or sweep jobs starting on a fresh machine (or over a damaged cached copy): one converts, the
+    others wait for its copy (instead of each converting and replacing the folder another is loading)."""
+    import shutil
     import subprocess
     import sys
     from pathlib import Path
@@ -110,9 +112,13 @@ def test_processes_loading_the_embedded_model_together_convert_it_once(tiny, tmp
     model, tokenizer = tiny
     model.save_pretrained(tmp_path / "good")
     tokenizer.save_pretrained(tmp_path / "good")
-    log, cache = tmp_path / "conversions.log", tmp_path / "cache"
+    log, cache_dir = tmp_path / "conversions.log", tmp_path / "cache"
+    if cache == "unreadable":
+        damaged = cache_dir / "SmolLM2-135M-Instruct.Q4_1"
+        shutil.copytree(tmp_path / "good", damaged)
+        (damaged / "model.safetensors").write_bytes(b"a truncated copy")
     root = Path(__file__).resolve().parents[1]
-    command = [sys.executable, "-c", CONVERT_ONCE, str(tmp_path / "good"), str(log), str(cache)]
+    command = [sys.executable, "-c", CONVERT_ONCE, str(tmp_path / "good"), str(log), str(cache_dir)]
     processes = [
         subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(3)

@@ -72,10 +72,21 @@ def gguf_package_model(
     try:
         return from_pretrained(str(cached), device=device, dtype=dtype)
     except ModelLoadError:
-        log.warning("The cached copy in %s is unreadable; converting %s again.", cached, gguf_path.name)
+        unreadable = _folder_identity(cached)
         with conversion_lock(cached):
-            convert_gguf(gguf_path, cached)
+            if _folder_identity(cached) == unreadable:  # not replaced by another process meanwhile
+                log.warning("The cached copy in %s is unreadable; converting %s again.", cached, gguf_path.name)
+                convert_gguf(gguf_path, cached)
         return from_pretrained(str(cached), device=device, dtype=dtype)
+
+
+def _folder_identity(folder: Path) -> tuple[int, int] | None:
+    """(inode, change time) of a folder: a conversion replaces the whole folder, so both change."""
+    try:
+        stat = folder.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_ctime_ns
 
 
 def conversion_lock(cached: Path) -> FileLock:
