@@ -394,7 +394,7 @@ def test_linas_finds_unevaluated_candidates_by_code_as_by_bytes():
     by_bytes = LinasSampler(encoding, objectives, lambda sub: {"params": 0.0})
     by_bytes._radix = None
     rng = np.random.default_rng(0)
-    upper = by_codes._upper
+    upper = by_codes.rows.largest
     for _ in range(10):
         archive = rng.integers(0, upper + 1, size=(300, len(upper)))
         evaluated = by_codes.rows.canonical(archive[rng.integers(0, 300, size=20)])

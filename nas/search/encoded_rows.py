@@ -111,7 +111,8 @@ class EncodedRows:
         self._per_layer_columns = np.concatenate(
             [c for c in (self._columns["mlp"], self._columns["heads"]) if isinstance(c, np.ndarray)] or [np.zeros(0)]
         ).astype(np.int64)
-        self._largest = np.array([len(encoding.choices[n]) - 1 for n in names], dtype=np.int64)
+        # The largest index of each column (`names` order): the bounds of the space's index rows.
+        self.largest = np.array([len(encoding.choices[n]) - 1 for n in names], dtype=np.int64)
 
     def _values(self, rows: np.ndarray, dim: str) -> np.ndarray:
         """The chosen sizes of `dim`: [n] for shared dimensions, [n, layers] for per-layer ones."""
@@ -148,7 +149,7 @@ class EncodedRows:
         layers = self.shape.num_layers
         for start in range(0, len(self._per_layer_columns), layers):
             columns = self._per_layer_columns[start : start + layers]
-            out[:, columns] = np.where(dropped, self._largest[columns][None, :], rows[:, columns])
+            out[:, columns] = np.where(dropped, self.largest[columns][None, :], rows[:, columns])
         return out
 
     def costs(self, rows: np.ndarray, seq_len: int = 128) -> RowCosts:

@@ -134,8 +134,7 @@ class LinasSampler(BaseSampler):
         self.constraints = list(constraints)
         self.analytic_rows = analytic_rows
         self.rows = EncodedRows(encoding)
-        self._upper = np.array([len(c) - 1 for c in encoding.choices.values()], dtype=np.int64)  # largest index
-        self._radix = mixed_radix(self._upper)  # index rows as one int64 each, where the space allows it
+        self._radix = mixed_radix(self.rows.largest)  # index rows as one int64 each, where the space allows it
         self._random = QuickRandomSampler(seed=seed)
 
     def reseed_rng(self) -> None:
@@ -211,7 +210,7 @@ class LinasSampler(BaseSampler):
             loss = scale.penalised(losses(predicted[:, : len(self.objectives)], self.objectives, scale.reference))
             return self._infeasible_last(loss, predicted)
 
-        upper = self._upper
+        upper = self.rows.largest
         # Start from the best real evaluations, topped up with random individuals.
         measured = self._infeasible_last(
             scale.penalised(losses(values, self.objectives, scale.reference)), self._measured_rows(real, values)
