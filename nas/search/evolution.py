@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nas.search.pareto import front_numbers, leading_front_numbers
+from nas.search.pareto import completing_front, front_numbers, leading_front_numbers
 
 
 def non_dominated_ranks(loss: np.ndarray) -> np.ndarray:
@@ -38,8 +38,7 @@ def ranked_survivors(loss: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarr
     # Only the first fronts that hold `count` rows together matter (LINAS picks 10 of 10,000 candidates): the later
     # rows share the next number, and no survivor comes from them.
     numbers = leading_front_numbers(loss, count)
-    held = np.cumsum(np.bincount(numbers)) if len(numbers) else np.zeros(0, dtype=np.int64)
-    fronts = min(int(np.searchsorted(held, count)) + 1, len(held)) if count > 0 else 0
+    fronts = min(completing_front(numbers, count) + 1, int(numbers.max()) + 1) if count > 0 and len(numbers) else 0
     crowding = _crowding_within_fronts(loss, numbers, fronts)  # 0 past those fronts: no survivor comes from there
     chosen = np.lexsort((-crowding, numbers))[:count]
     return chosen, numbers[chosen]

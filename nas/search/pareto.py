@@ -161,13 +161,17 @@ def leading_front_numbers(loss: np.ndarray, enough: int) -> np.ndarray:
     return numbers
 
 
+def completing_front(numbers: np.ndarray, enough: int) -> int:
+    """The front whose rows, with every earlier front's, first number `enough` (one past the last front when all
+    of them hold fewer)."""
+    return int(np.searchsorted(np.cumsum(np.bincount(numbers)), enough))
+
+
 def _capped(numbers: np.ndarray, enough: int) -> np.ndarray:
     """Front numbers past the first fronts holding `enough` rows, merged into the number after theirs."""
     if not len(numbers):
         return numbers
-    held = np.cumsum(np.bincount(numbers))
-    last = int(np.searchsorted(held, enough))
-    return np.minimum(numbers, last + 1)
+    return np.minimum(numbers, completing_front(numbers, enough) + 1)
 
 
 def _front_numbers_peeled(loss: np.ndarray) -> np.ndarray:
